@@ -15,8 +15,9 @@ from typing import Iterable, Mapping
 
 import torch
 
-# Where official releases nest the weights, most specific first.
-_NESTING_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model', 'module')
+# Where official releases nest the weights. The plain weights win over EMA copies: that is what
+# the official detection/segmentation loaders use.
+_NESTING_KEYS = ('state_dict', 'model', 'model_state', 'module', 'state_dict_ema', 'model_ema')
 
 
 class CheckpointMismatchError(RuntimeError):

@@ -77,7 +77,8 @@ PYEOF
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
     grep -q 'std=c++20' "$SRC/setup.py" || fail "patching mmcv's setup.py for C++20 did not apply"
     if [[ $FLAVOR == *-cuda-* ]]; then export FORCE_CUDA=1; fi
-    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+    # -g0: no debug info, a faster build and a far smaller wheel
+    CFLAGS="${CFLAGS:-} -g0" MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
       "$PY" -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps \
       -w "$BUILD/dist" "$SRC" || fail "compiling mmcv failed; the compiler output is above"
     mv "$BUILD"/dist/mmcv-*.whl "$WHEEL_DIR/"

@@ -1,0 +1,39 @@
+# Main job on the bundled demo data: UperNet trained from scratch on CPU (2 cores) in a few
+# minutes.  python tools/train.py configs/demo/upernet_demo.py
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    '../_base_/datasets/demo_ade.py',
+    'mmseg::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmvision_ssm'], allow_failed_imports=False)
+
+num_classes = 6
+crop_size = (256, 256)  # as in the dataset base
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True, type='ResNetV1c', depth=18, num_stages=4, out_indices=(0, 1, 2, 3),
+        dilations=(1, 1, 1, 1), strides=(1, 2, 2, 2), norm_cfg=norm_cfg, norm_eval=False,
+        style='pytorch', contract_dilation=True, init_cfg=None),
+    decode_head=dict(in_channels=[64, 128, 256, 512], channels=128, num_classes=num_classes,
+                     norm_cfg=norm_cfg),
+    auxiliary_head=None)
+
+max_iters = 1200
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.01),
+    clip_grad=dict(max_norm=10.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='PolyLR', eta_min=1e-5, power=1.0, begin=50, end=max_iters, by_epoch=False),
+]
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=400, max_keep_ckpts=2))
+log_processor = dict(by_epoch=False)

@@ -1,0 +1,12 @@
+# MViTv2-S + UperNet, ADE20K 512x512, 160k iterations: upernet_mvitv2_t_160k_ade20k-512x512.py
+# with the S backbone (drop path 0.2 as in detectron2's MViTv2-S detection config).
+# Published number: none (MViTv2 has no official segmentation setting).
+# Weights: https://dl.fbaipublicfiles.com/mvit/mvitv2_models/MViTv2_S_in1k.pyth -> checkpoints/
+_base_ = './upernet_mvitv2_t_160k_ade20k-512x512.py'
+
+checkpoint_file = 'checkpoints/MViTv2_S_in1k.pyth'
+model = dict(
+    backbone=dict(
+        arch='small',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)))

@@ -1,0 +1,1 @@
+"""mmengine hooks used by tools/train.py and tools/test.py."""

@@ -1,0 +1,1 @@
+"""Metrics that also return per-class values, so reports can tabulate and plot them."""

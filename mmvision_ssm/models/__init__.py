@@ -1,0 +1,1 @@
+"""Model building blocks: backbones (plain PyTorch), necks and plug-ins."""

@@ -1,0 +1,403 @@
+"""MLLA (Mamba-Like Linear Attention) backbone for dense prediction.
+
+Paper: "Demystify Mamba in Vision: A Linear Attention Perspective" (Han et al., NeurIPS 2024),
+official code: https://github.com/LeapLabTHU/MLLA (``models/mlla.py`` and the mmdet 2.x/mmseg 0.x
+backbone under ``downstream/``). Same computation as the official downstream backbone, written for
+speed and for any input size:
+
+* the 2-D RoPE tables are built for the actual feature size, once per stage (not per block) and
+  applied with real cos/sin arithmetic instead of complex numbers;
+* the official ``in_proj`` and ``act_proj`` (both reading ``norm1(x)``) are one ``Linear(C, 2C)``;
+* the linear attention runs on all heads at once as two (B, C, C)-sized matmuls with a
+  block-diagonal head mask, so q, k, v and the output never leave the (B, N, C) token layout;
+* the conditional position encodings ``x + dwconv(x)`` are one depthwise conv whose kernel gets
+  the identity added to its centre tap;
+* tokens stay channels-last (B, H, W, C); depthwise convs read them through a permuted view.
+
+Plain PyTorch + timm (no OpenMMLab import). Official checkpoints (weights under ``"model"``) load
+strictly through :meth:`MLLA.convert_checkpoint`.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from timm.layers import DropPath, Mlp, trunc_normal_
+from torch import nn
+
+from ...checkpoint import CheckpointMismatchError
+from .base import DenseBackbone, check_arch
+
+__all__ = ['MLLA', 'MLLABlock', 'LinearAttention', 'infer_arch', 'rope_tables', 'stage_context']
+
+
+# --- RoPE and the attention core -------------------------------------------------------------
+def rope_tables(height: int, width: int, dim: int, *, device=None, dtype=torch.float32,
+                base: float = 10000.0):
+    """cos/sin tables of the official 2-D RoPE for a ``height x width`` map, shape (H*W, dim).
+
+    Channel pair ``(2j, 2j+1)`` is rotated by ``row * theta_j`` for the first ``dim // 4`` pairs
+    and by ``col * theta_{j - dim//4}`` for the rest, ``theta_k = base ** (-k / (dim // 4))``.
+    ``sin`` carries the sign of the rotation: ``rope(x) = x * cos + swap_pairs(x) * sin``.
+    The angles are computed in float32 exactly as the official code does, then cast to ``dtype``.
+    """
+    if dim % 4:
+        raise ValueError(f'2-D RoPE needs a channel count divisible by 4, got {dim}')
+    k_max = dim // 4
+    theta = 1.0 / (base ** (torch.arange(k_max, device=device) / k_max))
+    rows = torch.arange(height, device=device)[:, None, None] * theta   # (H, 1, k)
+    cols = torch.arange(width, device=device)[None, :, None] * theta    # (1, W, k)
+    angles = torch.cat([rows.expand(height, width, k_max), cols.expand(height, width, k_max)], -1)
+    cos, sin = angles.cos(), angles.sin()
+    cos = torch.stack([cos, cos], -1).reshape(height * width, dim)
+    sin = torch.stack([-sin, sin], -1).reshape(height * width, dim)
+    return cos.to(dtype), sin.to(dtype)
+
+
+def head_mask(dim: int, num_heads: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(dim, dim) block-diagonal 0/1 matrix: channel i and j belong to the same head."""
+    head = torch.arange(dim, device=device) // (dim // num_heads)
+    return (head[:, None] == head[None, :]).to(dtype)
+
+
+def _swap_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ...) -> (x1, x0, x3, x2, ...) along the last dim."""
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return torch.addcmul(x * cos, _swap_pairs(x), sin)
+
+
+def stage_context(height: int, width: int, dim: int, num_heads: int, *, device=None,
+                  dtype=torch.float32) -> tuple:
+    """What every block of a stage shares in one forward pass (computed once per stage):
+    ``(cos, sin, cos_k, sin_k, kv_mask, head_sum)``. The RoPE tables for ``k`` and the
+    block-diagonal head mask each carry one ``N ** -0.5`` of the official normalisation
+    (applied to k and v before ``k^T v``, which keeps fp16 sums in range); ``head_sum``
+    (dim, heads) adds up the channels of each head."""
+    scale = (height * width) ** -0.5
+    cos, sin = rope_tables(height, width, dim, device=device, dtype=dtype)
+    mask = head_mask(dim, num_heads, device=device, dtype=dtype)
+    head_sum = mask[:, ::dim // num_heads].contiguous()
+    return cos, sin, cos * scale, sin * scale, mask * scale, head_sum
+
+
+def _channels_last_dwconv(x: torch.Tensor, conv: nn.Conv2d, residual: bool = False):
+    """Depthwise 3x3 conv of a (B, H, W, C) map; ``residual`` adds the input (identity folded
+    into the kernel's centre tap, which saves one pass over the map)."""
+    weight = conv.weight
+    if residual:
+        weight = weight + F.pad(weight.new_ones(weight.shape[0], 1, 1, 1), (1, 1, 1, 1))
+    out = F.conv2d(x.permute(0, 3, 1, 2), weight, conv.bias, padding=1, groups=conv.groups)
+    return out.permute(0, 2, 3, 1)
+
+
+class LinearAttention(nn.Module):
+    """Multi-head linear attention with ELU+1 feature maps, 2-D RoPE on q/k and a LePE
+    depthwise conv on v (v is the input itself, as in the official code)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads or (dim // num_heads) % 2 or dim % 4:
+            raise ValueError(f'LinearAttention: dim={dim} must be divisible by 4 and by '
+                             f'num_heads={num_heads} with an even head dim (RoPE rotates pairs)')
+        self.dim = dim
+        self.num_heads = num_heads
+        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, x: torch.Tensor, ctx: tuple) -> torch.Tensor:
+        """x: (B, H, W, C); ctx: :func:`stage_context` for this H, W. Returns (B, H, W, C)."""
+        cos, sin, cos_k, sin_k, kv_mask, head_sum = ctx
+        b, h, w, c = x.shape
+        v = x.reshape(b, h * w, c)
+        # ELU's backward uses its input, so the +1 may be done in place on its output
+        q, k = F.elu(self.qk(v)).add_(1.0).chunk(2, dim=-1)
+        q_rope = apply_rope(q, cos, sin)
+        k_rope = apply_rope(k, cos_k, sin_k)                       # carries N ** -0.5
+        kv = torch.matmul(k_rope.transpose(1, 2), v) * kv_mask     # (B, C, C), per-head blocks
+        # normaliser 1 / (q . mean_n k) per token and head (without RoPE, as the official code)
+        denom = torch.matmul(q, k.mean(dim=1).unsqueeze(-1) * head_sum).add_(1e-6)  # (B,N,heads)
+        out = torch.matmul(q_rope, kv).view(b, h, w, self.num_heads, -1)
+        lepe = _channels_last_dwconv(x, self.lepe).unflatten(-1, (self.num_heads, -1))
+        # lepe + attention / normaliser in one pass
+        return torch.addcdiv(lepe, out, denom.view(b, h, w, self.num_heads, 1)).flatten(-2)
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, num_heads={self.num_heads}'
+
+
+class MLLABlock(nn.Module):
+    """CPE -> [norm, input gate, in-proj + depthwise conv + SiLU, linear attention, output
+    gating, out-proj] residual -> CPE -> [norm, MLP] residual. Works on (B, H, W, C) tokens.
+
+    ``in_proj`` is the official ``in_proj`` and ``act_proj`` stacked: rows ``[:C]`` feed the
+    attention branch, rows ``[C:]`` the SiLU gate.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, drop_path: float = 0.0, act_layer=nn.GELU,
+                 norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.dim = dim
+        self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = norm_layer(dim)
+        self.in_proj = nn.Linear(dim, 2 * dim)
+        self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias)
+        self.out_proj = nn.Linear(dim, dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    def forward(self, x: torch.Tensor, ctx: tuple) -> torch.Tensor:
+        x = _channels_last_dwconv(x, self.cpe1, residual=True)
+        shortcut = x
+        x, gate = self.in_proj(self.norm1(x)).chunk(2, dim=-1)
+        x = F.silu(_channels_last_dwconv(x, self.dwc))
+        x = self.attn(x, ctx)
+        x = shortcut + self.drop_path(self.out_proj(x * F.silu(gate)))
+        x = _channels_last_dwconv(x, self.cpe2, residual=True)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# --- stem, downsampling, stages -------------------------------------------------------------
+class ConvNormAct(nn.Module):
+    """Conv2d -> optional BatchNorm2d -> optional ReLU (attribute names follow the official
+    ``ConvLayer`` so the checkpoint keys match)."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
+                 groups: int = 1, bias: bool = True, norm: bool = True, act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2,
+                              groups=groups, bias=bias)
+        self.norm = nn.BatchNorm2d(out_chs) if norm else None
+        self.act = nn.ReLU() if act else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.act is not None:
+            x = self.act(x)
+        return x
+
+
+class Stem(nn.Module):
+    """Stride-4 conv stem: 3x3/2 conv, residual pair of 3x3 convs, 3x3/2 conv to 4C, 1x1 to C.
+    Pads the image at the bottom/right to a multiple of 4 first (as the official backbone)."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 64):
+        super().__init__()
+        half = embed_dim // 2
+        self.conv1 = ConvNormAct(in_chans, half, 3, stride=2, bias=False)
+        self.conv2 = nn.Sequential(ConvNormAct(half, half, 3, bias=False),
+                                   ConvNormAct(half, half, 3, bias=False, act=False))
+        self.conv3 = nn.Sequential(ConvNormAct(half, embed_dim * 4, 3, stride=2, bias=False),
+                                   ConvNormAct(embed_dim * 4, embed_dim, 1, bias=False, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, ceil(H/4), ceil(W/4), C)."""
+        h, w = x.shape[-2:]
+        if h % 4 or w % 4:
+            x = F.pad(x, (0, -w % 4, 0, -h % 4))
+        x = self.conv1(x)
+        x = x + self.conv2(x)
+        return self.conv3(x).permute(0, 2, 3, 1)
+
+
+class PatchMerging(nn.Module):
+    """Inverted-bottleneck downsampling C -> 2C: 1x1 conv (to 8C) + ReLU, depthwise 3x3/2 + ReLU,
+    1x1 conv + BN. Odd sizes are padded at the bottom/right before the first conv (as the
+    official backbone), giving ceil(H/2) x ceil(W/2)."""
+
+    def __init__(self, dim: int, ratio: float = 4.0):
+        super().__init__()
+        hidden = int(2 * dim * ratio)
+        self.conv = nn.Sequential(
+            ConvNormAct(dim, hidden, 1, norm=False),
+            ConvNormAct(hidden, hidden, 3, stride=2, groups=hidden, norm=False),
+            ConvNormAct(hidden, 2 * dim, 1, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C)."""
+        h, w = x.shape[1:3]
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class MLLAStage(nn.Module):
+    """MLLA blocks at one resolution; ``downsample`` (patch merging to the next stage, absent
+    in the last stage) is applied by the backbone only when a later stage is needed."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, drop_path=(), downsample=True,
+                 with_cp: bool = False, **block_kwargs):
+        super().__init__()
+        self.dim, self.num_heads, self.with_cp = dim, num_heads, with_cp
+        drop_path = list(drop_path) or [0.0] * depth
+        self.blocks = nn.ModuleList(
+            MLLABlock(dim, num_heads, drop_path=drop_path[i], **block_kwargs) for i in range(depth))
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        ctx = stage_context(x.shape[1], x.shape[2], self.dim, self.num_heads, device=x.device,
+                            dtype=x.dtype)
+        for blk in self.blocks:
+            if self.with_cp and torch.is_grad_enabled():
+                x = cp.checkpoint(blk, x, ctx, use_reentrant=False)
+            else:
+                x = blk(x, ctx)
+        return x
+
+
+# --- the backbone ---------------------------------------------------------------------------
+def infer_arch(state_dict: dict) -> str:
+    """Name of the arch whose layout a (converted or official) state dict has."""
+    key = 'patch_embed.conv3.1.conv.weight'
+    if key not in state_dict:
+        raise CheckpointMismatchError(f'MLLA: {key!r} not in the checkpoint: not an MLLA model?')
+    embed_dims = state_dict[key].shape[0]
+    depths = tuple(len({k.split('.')[3] for k in state_dict
+                        if k.startswith(f'layers.{i}.blocks.')}) for i in range(4))
+    for name in ('tiny', 'small', 'base'):
+        settings = MLLA.arch_settings[name]
+        if (settings['embed_dims'], tuple(settings['depths'])) == (embed_dims, depths):
+            return name
+    raise CheckpointMismatchError(f'MLLA: no arch has embed_dims={embed_dims} and depths={depths};'
+                                  ' pass the arch explicitly')
+
+
+class MLLA(DenseBackbone):
+    """MLLA backbone: tuple of NCHW maps at strides 4, 8, 16, 32 (one LayerNorm per output).
+
+    Args:
+        arch: 'tiny'/'t', 'small'/'s', 'base'/'b' or a dict with ``embed_dims``, ``depths``,
+            ``num_heads``.
+        in_channels: image channels.
+        mlp_ratio, qkv_bias: block settings (official: 4.0, True).
+        drop_rate: dropout after the stem and in the MLPs. drop_path_rate: stochastic depth, linear over blocks.
+        out_indices, frozen_stages, norm_eval, pretrained, init_cfg: see :class:`DenseBackbone`.
+        with_cp: activation checkpointing per block (torch.utils.checkpoint, non-reentrant).
+
+    Any input size works: the stem pads to a multiple of 4, patch merging pads odd maps, and
+    the RoPE tables are built for the actual map, so output ``i`` is ``ceil(H / 2**(i+2))`` high.
+    """
+
+    arch_settings = {
+        'tiny': dict(embed_dims=64, depths=(2, 4, 8, 4), num_heads=(2, 4, 8, 16)),
+        'small': dict(embed_dims=64, depths=(3, 6, 21, 6), num_heads=(2, 4, 8, 16)),
+        'base': dict(embed_dims=96, depths=(3, 6, 21, 6), num_heads=(3, 6, 12, 24)),
+    }
+    arch_settings.update(t=arch_settings['tiny'], s=arch_settings['small'],
+                         b=arch_settings['base'])
+
+    # Official keys a backbone does not use: the classifier, its final norm, the RoPE tables
+    # (``rotations`` buffers sized for the fixed training ``input_resolution``; we compute the
+    # tables for the actual feature size at run time) and per-output norms of stages this
+    # model does not return.
+    dropped_keys = ('head.*', 'norm.*', '*.attn.rope.rotations', 'norm[0-9].*')
+    # Per-output norms for dense prediction: not in classification checkpoints.
+    initialised_keys = ('norm[0-9].*',)
+
+    def __init__(self, arch='tiny', in_channels: int = 3, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.1,
+                 out_indices=(0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
+                 with_cp: bool = False, pretrained: str | None = None,
+                 init_cfg: dict | None = None):
+        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
+                         norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg)
+        settings = check_arch(arch, self.arch_settings, 'MLLA')
+        embed_dims, depths, num_heads = (settings[k] for k in ('embed_dims', 'depths', 'num_heads'))
+        if len(depths) != self.num_stages or len(num_heads) != self.num_stages:
+            raise ValueError(f'MLLA: arch needs {self.num_stages} depths and num_heads, got '
+                             f'depths={depths}, num_heads={num_heads}')
+        dims = [embed_dims * 2 ** i for i in range(self.num_stages)]
+        self.embed_dims, self.depths, self.num_heads = embed_dims, tuple(depths), tuple(num_heads)
+        self.out_channels = [dims[i] for i in self.out_indices]
+
+        self.patch_embed = Stem(in_channels, embed_dims)
+        self.pos_drop = nn.Dropout(drop_rate)  # as the official model, after the stem
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').split(list(depths))
+        self.layers = nn.ModuleList(
+            MLLAStage(dims[i], depths[i], num_heads[i], drop_path=dpr[i].tolist(),
+                      downsample=i < self.num_stages - 1, with_cp=with_cp, mlp_ratio=mlp_ratio,
+                      qkv_bias=qkv_bias, drop=drop_rate)
+            for i in range(self.num_stages))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
+        self.apply(self._init_module)
+        self._finish_init()
+
+    @staticmethod
+    def _init_module(m: nn.Module):
+        # the official initialisation (convs keep PyTorch's default)
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def _stem_modules(self):
+        return [self.patch_embed]
+
+    def _stage_modules(self, i: int):
+        norm = getattr(self, f'norm{i}', None)
+        return [self.layers[i]] + ([norm] if norm is not None else [])
+
+    def load_pretrained(self, checkpoint, strict: bool = True, logger=print):
+        """As :meth:`DenseBackbone.load_pretrained`, but the weights of a file holding several
+        copies are taken as the official downstream code takes them: ``state_dict``, else
+        ``model`` -- not the ``state_dict_ema`` that official training checkpoints also hold."""
+        if isinstance(checkpoint, (str, os.PathLike)) and os.path.isfile(checkpoint):
+            from ...compat import safe_torch_load
+            checkpoint = safe_torch_load(os.fspath(checkpoint), map_location='cpu')
+        if isinstance(checkpoint, Mapping):
+            key = next((k for k in ('state_dict', 'model')
+                        if isinstance(checkpoint.get(k), Mapping)), None)
+            checkpoint = checkpoint[key] if key else checkpoint
+        return super().load_pretrained(checkpoint, strict=strict, logger=logger)
+
+    @classmethod
+    def convert_checkpoint(cls, state_dict: dict) -> dict:
+        """Official MLLA state dict (classification ``model`` or a downstream ``backbone.*``
+        one) -> ours. Stacks ``in_proj`` and ``act_proj`` into our ``in_proj``; every other key
+        keeps its name (unused ones are named by :attr:`dropped_keys`). Idempotent."""
+        if any(k.startswith('backbone.') for k in state_dict):
+            state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items()
+                          if k.startswith('backbone.')}
+        out = {}
+        for key, value in state_dict.items():
+            if '.act_proj.' in key:
+                continue  # stacked under its in_proj
+            gate_key = key.replace('.in_proj.', '.act_proj.')
+            if '.in_proj.' in key and gate_key in state_dict:
+                value = torch.cat([value, state_dict[gate_key]], dim=0)
+            out[key] = value
+        orphans = [k for k in state_dict if '.act_proj.' in k
+                   and k.replace('.act_proj.', '.in_proj.') not in state_dict]
+        if orphans:
+            raise CheckpointMismatchError(f'MLLA: act_proj without its in_proj in the checkpoint: '
+                                          f'{orphans[:5]}')
+        return out
+
+    def forward_features(self, x: torch.Tensor):
+        x = self.pos_drop(self.patch_embed(x))
+        outs = []
+        # stages after the last returned one would only cost time: they are not run
+        for i in range(self.out_indices[-1] + 1):
+            if i > 0:
+                x = self.layers[i - 1].downsample(x)
+            x = self.layers[i](x)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(x)
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return outs

@@ -1,0 +1,84 @@
+"""Backend choice for the scan ops: one place that knows what is installed and what fits.
+
+Order of precedence: the ``backend=`` argument, then the environment variable
+``MMVISION_SSM_SCAN_BACKEND``, then the automatic choice:
+
+* CUDA tensors in float32/float16/bfloat16 -> ``triton`` if Triton imports, else ``mamba_ssm``
+  if that package imports and the inputs fit it, else ``torch``;
+* anything else (CPU, float64) -> ``torch``.
+
+``ref`` is never chosen automatically: it is the sequential oracle for tests.
+"""
+import functools
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ('ref', 'torch', 'triton', 'mamba_ssm')
+ENV_VAR = 'MMVISION_SSM_SCAN_BACKEND'
+_GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=None)
+def triton_importable():
+    if importlib.util.find_spec('triton') is None:
+        return False
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # a broken Triton install must not break the CPU paths
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def mamba_ssm_importable():
+    if importlib.util.find_spec('mamba_ssm') is None:
+        return False
+    try:
+        import selective_scan_cuda  # noqa: F401  (mamba-ssm's compiled extension)
+    except Exception:
+        return False
+    return True
+
+
+def _unavailable_reason(name, device, dtype, n):
+    """None if ``name`` can run these inputs, else a sentence saying why not."""
+    if name in ('ref', 'torch'):
+        return None
+    if device.type != 'cuda':
+        return f'it needs CUDA tensors (got {device.type})'
+    if dtype not in _GPU_DTYPES:
+        return f'it supports float32/float16/bfloat16 (got {dtype})'
+    if name == 'triton':
+        if not triton_importable():
+            return 'Triton is not installed (pip install triton)'
+        if n > 16:
+            return f'its kernels support d_state <= 16 (got {n})'
+        return None
+    if not mamba_ssm_importable():
+        return 'mamba_ssm with its compiled selective_scan_cuda is not installed'
+    if n > 256:
+        return f'mamba-ssm supports d_state <= 256 (got {n})'
+    return None
+
+
+def resolve_backend(backend, device, dtype, n):
+    """Name of the backend to run; raises ValueError naming the valid choices."""
+    requested = backend if backend is not None else os.environ.get(ENV_VAR) or None
+    if requested is not None:
+        if requested not in BACKENDS:
+            src = 'backend=' if backend is not None else f'${ENV_VAR}='
+            raise ValueError(f'unknown scan backend {src}{requested!r}; valid choices: '
+                             f'{", ".join(BACKENDS)} (or None for automatic)')
+        reason = _unavailable_reason(requested, device, dtype, n)
+        if reason is not None:
+            usable = [b for b in BACKENDS if _unavailable_reason(b, device, dtype, n) is None]
+            raise ValueError(f'scan backend {requested!r} cannot run these inputs: {reason}. '
+                             f'Usable here: {", ".join(usable)}')
+        return requested
+    for name in ('triton', 'mamba_ssm'):
+        if _unavailable_reason(name, device, dtype, n) is None:
+            return name
+    return 'torch'

@@ -1,0 +1,517 @@
+"""Fused selective-scan kernels in Triton (forward and backward), plain and cross (4-direction).
+
+Imported only when the ``triton`` backend runs. One program owns one batch element and a block of
+BLOCK_D channels; it walks the sequence in chunks of BLOCK_L tokens, runs the recurrence inside a
+chunk with ``tl.associative_scan`` (one 2-D scan per state index) and carries the fp32 state
+between chunks in registers. The forward writes the state at every chunk start (b, K, d, chunks, n),
+so the backward recomputes h chunk by chunk while it runs the adjoint recurrence backwards.
+
+Cross (VMamba) mode: K = 4 directions in the same program, each traversing the (h, w) map in its
+own order straight from the spatial layout (no cross-scan copies). The four directions' outputs
+are summed in an fp32 scratch the program itself owns; its slice (BLOCK_D channels x h*w) is
+small enough to stay in L2 between directions, so HBM sees the input and the output about once.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .common import as_grouped, check_scan_inputs
+from .cross import check_cross_inputs
+
+# optional manual override for benchmarks: dict(BLOCK_D=..., BLOCK_L=..., num_warps=...)
+CONFIG_OVERRIDE = {}
+
+
+@triton.jit
+def _combine(a1, x1, a2, x2):
+    # (a1, x1) then (a2, x2): h -> a2 * (a1 * h + x1) + x2
+    return a1 * a2, a2 * x1 + x2
+
+
+@triton.jit
+def _pixel(t, k: tl.constexpr, HH, WW, L, K: tl.constexpr):
+    """Memory position of token t of direction k (identity for the plain scan)."""
+    if K > 1:
+        if k >= 2:
+            t = L - 1 - t
+        if k % 2 == 1:
+            t = (t % HH) * WW + t // HH
+    return t
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k: tl.constexpr, grp, c, cmask, t, HH, WW, L,
+                su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
+                sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p,
+                N: tl.constexpr, K: tl.constexpr):
+    """u, raw dt (BLOCK_D, BLOCK_L) and B, C (N, BLOCK_L) of the tokens t of direction k."""
+    tmask = t < L
+    p = _pixel(t, k, HH, WW, L, K)
+    m2 = cmask[:, None] & tmask[None, :]
+    nidx = tl.arange(0, N)
+    u = tl.load(u_ptr + b * su_b + c[:, None] * su_c + p[None, :] * su_p, mask=m2, other=0.0)
+    dt = tl.load(dt_ptr + b * sdt_b + k * sdt_k + c[:, None] * sdt_c + p[None, :] * sdt_p,
+                 mask=m2, other=0.0)
+    Bt = tl.load(B_ptr + b * sB_b + grp * sB_g + nidx[:, None] * sB_n + p[None, :] * sB_p,
+                 mask=tmask[None, :], other=0.0)
+    Ct = tl.load(C_ptr + b * sC_b + grp * sC_g + nidx[:, None] * sC_n + p[None, :] * sC_p,
+                 mask=tmask[None, :], other=0.0)
+    return u, dt, Bt, Ct
+
+
+@triton.jit
+def _fwd_kernel(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr,
+        y_ptr, acc_ptr, st_ptr, last_ptr,
+        L, HH, WW, CH, HD, NCHUNK,
+        su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
+        sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p,
+        sz_b, sz_c, sz_p, sy_b, sy_c, sy_p, sa_b, sa_c, sa_p,
+        N: tl.constexpr, K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+        SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = c < CH
+    nidx = tl.arange(0, N)
+    j = tl.arange(0, BLOCK_L)
+    j3 = j[None, None, :]
+    for k in tl.static_range(K):
+        if K == 1:
+            grp = (pid_d * BLOCK_D) // HD  # BLOCK_D divides HD: one B/C group per program
+        else:
+            grp = k
+        arow = k * CH + c
+        A3 = tl.load(A_ptr + arow[:, None] * N + nidx[None, :], mask=cmask[:, None],
+                     other=0.0).to(tl.float32)[:, :, None]
+        if HAS_D:
+            Dv = tl.load(D_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
+        st_base = st_ptr + ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
+        h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+        nu, ndt, nB, nC = _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k, grp, c, cmask, j,
+                                      HH, WW, L, su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
+                                      sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p, N, K)
+        for ci in range(NCHUNK):
+            u, dt, Bt, Ct = nu, ndt, nB, nC
+            t = ci * BLOCK_L + j
+            # issue the next chunk's loads now so they overlap this chunk's scan
+            nu, ndt, nB, nC = _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k, grp, c, cmask,
+                                          t + BLOCK_L, HH, WW, L, su_b, su_c, su_p, sdt_b, sdt_k,
+                                          sdt_c, sdt_p, sB_b, sB_g, sB_n, sB_p,
+                                          sC_b, sC_g, sC_n, sC_p, N, K)
+            tmask = t < L
+            p = _pixel(t, k, HH, WW, L, K)
+            m2 = cmask[:, None] & tmask[None, :]
+            u = u.to(tl.float32)
+            dt = dt.to(tl.float32)
+            if HAS_BIAS:
+                dt += bias[:, None]
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            dt = tl.where(m2, dt, 0.0)  # padding tokens: a = 1, x = 0
+            tl.store(st_base + ci * N, h, mask=cmask[:, None])
+            a = tl.exp(dt[:, None, :] * A3)
+            x = (dt * u)[:, None, :] * Bt.to(tl.float32)[None, :, :]
+            a_s, x_s = tl.associative_scan((a, x), 2, _combine)
+            hs = x_s + a_s * h[:, :, None]
+            y = tl.sum(hs * Ct.to(tl.float32)[None, :, :], 1)
+            h = tl.sum(tl.where(j3 == BLOCK_L - 1, hs, 0.0), 2)
+            if HAS_D:
+                y += Dv[:, None] * u
+            if HAS_Z:
+                z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
+                            other=0.0).to(tl.float32)
+                y = y * z * tl.sigmoid(z)
+            y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
+            if K == 1:
+                tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
+            else:
+                a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
+                if k == 0:
+                    tl.store(acc_ptr + a_off, y, mask=m2)
+                elif k < K - 1:
+                    tl.store(acc_ptr + a_off, tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y,
+                             mask=m2)
+                else:
+                    y = tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y
+                    tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
+        if STORE_LAST:
+            tl.store(last_ptr + (b * CH + c[:, None]) * N + nidx[None, :], h, mask=cmask[:, None])
+        if K > 1:
+            tl.debug_barrier()  # the next direction reads scratch other threads wrote
+
+
+@triton.jit
+def _bwd_kernel(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, gy_ptr, st_ptr, glast_ptr,
+        gu_ptr, gacc_ptr, gdt_ptr, gB_ptr, gC_ptr, gz_ptr, gA_ptr, gD_ptr, gbias_ptr,
+        L, HH, WW, CH, HD, NCHUNK, NBLK, NG,
+        su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
+        sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p,
+        sz_b, sz_c, sz_p, sy_b, sy_c, sy_p, sa_b, sa_c, sa_p,
+        N: tl.constexpr, K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+        SOFTPLUS: tl.constexpr, HAS_GLAST: tl.constexpr, GBC_ATOMIC: tl.constexpr):
+    """Gradients; y-shaped tensors (gy, gz, gu) use the sy_* strides of u's layout, dt-shaped ones
+    (gdt) the sdt_* strides. gA/gD/gbias are per-batch partial sums (fp32); gB/gC are summed over
+    channel blocks by atomics (GBC_ATOMIC) or written per block."""
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = c < CH
+    nidx = tl.arange(0, N)
+    j = tl.arange(0, BLOCK_L)
+    j3 = j[None, None, :]
+    for k in tl.static_range(K):
+        if K == 1:
+            grp = (pid_d * BLOCK_D) // HD
+        else:
+            grp = k
+        arow = k * CH + c
+        A3 = tl.load(A_ptr + arow[:, None] * N + nidx[None, :], mask=cmask[:, None],
+                     other=0.0).to(tl.float32)[:, :, None]
+        if HAS_D:
+            Dv = tl.load(D_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
+        st_base = st_ptr + ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
+        if HAS_GLAST:
+            lam_carry = tl.load(glast_ptr + (b * CH + c[:, None]) * N + nidx[None, :],
+                                mask=cmask[:, None], other=0.0).to(tl.float32)
+        else:
+            lam_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+        gA_acc = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+        gD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        gbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        if GBC_ATOMIC:  # gB/gC (b, NG, N, L), summed over channel blocks with atomics
+            gbc_base = (b * NG + grp) * N * L
+        else:  # this program's partial-sum rows of gB/gC (b, NBLK, K, N, L)
+            gbc_base = ((b * NBLK + pid_d) * K + k) * N * L
+        t0 = (NCHUNK - 1) * BLOCK_L + j
+        nu, ndt, nB, nC = _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k, grp, c, cmask, t0,
+                                      HH, WW, L, su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
+                                      sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p, N, K)
+        for cc in range(NCHUNK):
+            ci = NCHUNK - 1 - cc
+            u, dt_pre, Bt, Ct = nu, ndt, nB, nC
+            t = ci * BLOCK_L + j
+            # previous chunk's loads (t < 0 is masked: clamp the index, the mask is t >= 0)
+            tp = t - BLOCK_L
+            nu, ndt, nB, nC = _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k, grp, c,
+                                          cmask & (ci > 0), tl.maximum(tp, 0), HH, WW, L,
+                                          su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
+                                          sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p, N, K)
+            tmask = t < L
+            p = _pixel(t, k, HH, WW, L, K)
+            m2 = cmask[:, None] & tmask[None, :]
+            nmask = (t + 1) < L
+            pn = _pixel(t + 1, k, HH, WW, L, K)
+            mn = cmask[:, None] & nmask[None, :]
+            u = u.to(tl.float32)
+            Bt = Bt.to(tl.float32)[None, :, :]
+            Ct = Ct.to(tl.float32)[None, :, :]
+            dt_off = b * sdt_b + k * sdt_k + c[:, None] * sdt_c
+            dt_pre = dt_pre.to(tl.float32)
+            dtn = tl.load(dt_ptr + dt_off + pn[None, :] * sdt_p, mask=mn, other=0.0)
+            dtn = dtn.to(tl.float32)
+            if HAS_BIAS:
+                dt_pre += bias[:, None]
+                dtn += bias[:, None]
+            if SOFTPLUS:
+                dt = _softplus(dt_pre)
+                dtn = _softplus(dtn)
+            else:
+                dt = dt_pre
+            dt = tl.where(m2, dt, 0.0)
+            du = dt * u
+            y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
+            gy = tl.load(gy_ptr + y_off, mask=m2, other=0.0).to(tl.float32)
+            h0 = tl.load(st_base + ci * N, mask=cmask[:, None], other=0.0)
+            x = du[:, None, :] * Bt
+            a_s, x_s = tl.associative_scan((tl.exp(dt[:, None, :] * A3), x), 2, _combine)
+            h = x_s + a_s * h0[:, :, None]
+            if HAS_Z:  # the gate needs y before gating
+                y_pre = tl.sum(h * Ct, 1)
+                if HAS_D:
+                    y_pre += Dv[:, None] * u
+                z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
+                            other=0.0).to(tl.float32)
+                sz = tl.sigmoid(z)
+                gz = gy * y_pre * sz * (1.0 + z * (1.0 - sz))
+                tl.store(gz_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p,
+                         gz.to(gz_ptr.dtype.element_ty), mask=m2)
+                gy = gy * z * sz
+            if HAS_D:
+                gD_acc += tl.sum(gy * u, 1)
+                gu = gy * Dv[:, None]
+            else:
+                gu = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+            # adjoint: lam_t = gy_t C_t + a_{t+1} lam_{t+1}  (a = 1 past the end)
+            a_next = tl.where(mn[:, None, :], tl.exp(dtn[:, None, :] * A3), 1.0)
+            r_a, r_g = tl.associative_scan((a_next, gy[:, None, :] * Ct), 2, _combine,
+                                           reverse=True)
+            lam = r_g + r_a * lam_carry[:, :, None]
+            lam_carry = tl.sum(tl.where(j3 == 0, lam, 0.0), 2)
+            g_loga = lam * (h - x)  # = lam_t * a_t * h_{t-1}
+            g_du = tl.sum(lam * Bt, 1)
+            gdt = tl.sum(g_loga * A3, 1) + g_du * u
+            gu += g_du * dt
+            gA_acc += tl.sum(g_loga * dt[:, None, :], 2)
+            gB_t = tl.sum(lam * du[:, None, :], 0)
+            gC_t = tl.sum(gy[:, None, :] * h, 0)
+            gbc_off = gbc_base + nidx[:, None] * L + p[None, :]
+            if GBC_ATOMIC:
+                tl.atomic_add(gB_ptr + gbc_off, gB_t, mask=tmask[None, :], sem='relaxed')
+                tl.atomic_add(gC_ptr + gbc_off, gC_t, mask=tmask[None, :], sem='relaxed')
+            else:
+                tl.store(gB_ptr + gbc_off, gB_t, mask=tmask[None, :])
+                tl.store(gC_ptr + gbc_off, gC_t, mask=tmask[None, :])
+            if SOFTPLUS:
+                gdt = gdt * tl.sigmoid(dt_pre)
+            gdt = tl.where(m2, gdt, 0.0)
+            gbias_acc += tl.sum(gdt, 1)
+            tl.store(gdt_ptr + dt_off + p[None, :] * sdt_p, gdt.to(gdt_ptr.dtype.element_ty),
+                     mask=m2)
+            if K == 1:
+                tl.store(gu_ptr + y_off, gu.to(gu_ptr.dtype.element_ty), mask=m2)
+            else:
+                a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
+                if k == 0:
+                    tl.store(gacc_ptr + a_off, gu, mask=m2)
+                elif k < K - 1:
+                    tl.store(gacc_ptr + a_off, tl.load(gacc_ptr + a_off, mask=m2, other=0.0) + gu,
+                             mask=m2)
+                else:
+                    gu = tl.load(gacc_ptr + a_off, mask=m2, other=0.0) + gu
+                    tl.store(gu_ptr + y_off, gu.to(gu_ptr.dtype.element_ty), mask=m2)
+        # per-batch partials of the parameter gradients: (b, K*CH, N) and (b, K*CH)
+        tl.store(gA_ptr + (b * K * CH + arow[:, None]) * N + nidx[None, :], gA_acc,
+                 mask=cmask[:, None])
+        tl.store(gD_ptr + b * K * CH + arow, gD_acc, mask=cmask)
+        tl.store(gbias_ptr + b * K * CH + arow, gbias_acc, mask=cmask)
+        if K > 1:
+            tl.debug_barrier()
+
+
+def _pick_config(N, HD, L, K=1, channels_contiguous=False):
+    """Launch configuration: BLOCK_D (a power of two dividing HD), BLOCK_L, num_warps, and
+    whether gB/gC are reduced over channel blocks with atomics. Few channels per program and long
+    chunks give the most programs in flight (the scan is latency-bound); see
+    docs/benchmarks_ops.md for the sweep these defaults come from."""
+    if L <= 1024:  # short sequences (MambaVision windows): one chunk
+        cfg = dict(BLOCK_D=2 if N <= 8 else 1, BLOCK_L=max(16, triton.next_power_of_2(L)),
+                   num_warps=4, atomic=True)
+    elif K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
+        cfg = dict(BLOCK_D=8, BLOCK_L=256, num_warps=4, atomic=True)
+    else:
+        cfg = dict(BLOCK_D=1, BLOCK_L=512 if N <= 4 else 256, num_warps=2 if N <= 4 else 4,
+                   atomic=True)
+    cfg.update(CONFIG_OVERRIDE)
+    bd = cfg['BLOCK_D']
+    while HD % bd:
+        bd //= 2
+    cfg['BLOCK_D'] = bd
+    return cfg
+
+
+def _strides3(t):
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K, softplus,
+                want_last):
+    """u3/z3/y3/acc3: (b, CH, L) views; dt4 (b, K, CH, L); B4/C4 (b, G, N, L) (any strides)."""
+    bsz = u3.shape[0]
+    N = A.shape[1]
+    cfg = _pick_config(N, HD, L, K, channels_contiguous=dt4.stride(2) == 1)
+    bd, bl = cfg['BLOCK_D'], cfg['BLOCK_L']
+    nchunk = triton.cdiv(L, bl)
+    states = torch.empty(bsz, K, CH, nchunk, N, device=u3.device, dtype=torch.float32)
+    last = torch.empty(bsz, CH, N, device=u3.device, dtype=torch.float32) if want_last else states
+    dummy = states
+    grid = (triton.cdiv(CH, bd), bsz)
+    _fwd_kernel[grid](
+        u3, dt4, A, B4, C4, D if D is not None else dummy, bias if bias is not None else dummy,
+        z3 if z3 is not None else dummy, y3, acc3 if acc3 is not None else dummy, states, last,
+        L, HH, WW, CH, HD, nchunk,
+        *_strides3(u3), *dt4.stride(), *B4.stride(), *C4.stride(),
+        *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(y3),
+        *(_strides3(acc3) if acc3 is not None else (0, 0, 0)),
+        N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
+        HAS_Z=z3 is not None, SOFTPLUS=softplus, STORE_LAST=want_last,
+        num_warps=cfg['num_warps'])
+    return states, (last if want_last else None), cfg
+
+
+def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, CH, HD, K,
+                softplus, cfg, gu3, gdt4, gz3):
+    bsz = u3.shape[0]
+    N = A.shape[1]
+    bd, bl = cfg['BLOCK_D'], cfg['BLOCK_L']
+    nchunk = states.shape[3]
+    nblk = triton.cdiv(CH, bd)
+    dev = u3.device
+    ng = B4.shape[1]
+    atomic = cfg['atomic']
+    if atomic:  # summed in the kernel: (b, NG, N, L)
+        gB = torch.zeros(bsz, ng, N, L, device=dev, dtype=torch.float32)
+    else:  # per channel block, summed here: (b, NBLK, K, N, L)
+        gB = torch.empty(bsz, nblk, K, N, L, device=dev, dtype=torch.float32)
+    gC = torch.zeros_like(gB) if atomic else torch.empty_like(gB)
+    gA = torch.empty(bsz, K * CH, N, device=dev, dtype=torch.float32)
+    gD = torch.empty(bsz, K * CH, device=dev, dtype=torch.float32)
+    gbias = torch.empty_like(gD)
+    gacc = torch.empty(bsz, CH, L, device=dev, dtype=torch.float32) if K > 1 else None
+    dummy = gA
+    _bwd_kernel[(nblk, bsz)](
+        u3, dt4, A, B4, C4, D if D is not None else dummy, bias if bias is not None else dummy,
+        z3 if z3 is not None else dummy, gy3, states, glast if glast is not None else dummy,
+        gu3, gacc if gacc is not None else dummy, gdt4, gB, gC,
+        gz3 if gz3 is not None else dummy, gA, gD, gbias,
+        L, HH, WW, CH, HD, nchunk, nblk, ng,
+        *_strides3(u3), *dt4.stride(), *B4.stride(), *C4.stride(),
+        *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(gy3),
+        *(_strides3(gacc) if gacc is not None else (0, 0, 0)),
+        N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
+        HAS_Z=z3 is not None, SOFTPLUS=softplus, HAS_GLAST=glast is not None,
+        GBC_ATOMIC=atomic, num_warps=cfg['num_warps'])
+    if not atomic:
+        if K == 1:  # plain scan: channel blocks of one group are consecutive
+            gB = gB.view(bsz, ng, nblk // ng, N, L).sum(2)
+            gC = gC.view(bsz, ng, nblk // ng, N, L).sum(2)
+        else:
+            gB, gC = gB.sum(1), gC.sum(1)
+    return gB, gC, gA, gD, gbias
+
+
+# ----------------------------------------------------------------------------- plain scan
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        b, d, l, n, g = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+        u, delta = u.contiguous(), delta.contiguous()
+        z = z.contiguous() if z is not None else None
+        Bg, Cg = as_grouped(B, 'B').contiguous(), as_grouped(C, 'C').contiguous()
+        Af = A.float().contiguous()
+        Df = D.float().contiguous() if D is not None else None
+        biasf = delta_bias.float().contiguous() if delta_bias is not None else None
+        y = torch.empty_like(u)
+        states, last, cfg = _launch_fwd(u, delta.unsqueeze(1), Af, Bg, Cg, Df, biasf, z, y, None,
+                                        l, 1, 1, d, d // g, 1, delta_softplus, return_last_state)
+        ctx.save_for_backward(u, delta, Af, Bg, Cg, Df, z, biasf, states)
+        ctx.meta = (delta_softplus, cfg, g, B.dim(), A.dtype, B.dtype, C.dtype,
+                    None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
+        ctx.set_materialize_grads(False)  # an unused last state brings no gradient
+        return (y, last) if return_last_state else y
+
+    @staticmethod
+    def backward(ctx, gy, glast=None):
+        u, delta, Af, Bg, Cg, Df, z, biasf, states = ctx.saved_tensors
+        softplus, cfg, g, bdim, a_dt, b_dt, c_dt, d_dt, bias_dt = ctx.meta
+        b, d, l = u.shape
+        n = Af.shape[1]
+        gy = torch.zeros_like(u) if gy is None else gy.contiguous()
+        glast = glast.float().contiguous() if glast is not None else None
+        gu = torch.empty_like(u)
+        gdelta = torch.empty_like(delta)
+        gz = torch.empty_like(z) if z is not None else None
+        gB, gC, gA, gD, gbias = _launch_bwd(
+            u, delta.unsqueeze(1), Af, Bg, Cg, Df, biasf, z, gy, states, glast,
+            l, 1, 1, d, d // g, 1, softplus, cfg, gu, gdelta.unsqueeze(1), gz)
+        if bdim == 3:
+            gB, gC = gB[:, 0], gC[:, 0]
+        return (gu, gdelta, gA.sum(0).to(a_dt), gB.to(b_dt), gC.to(c_dt),
+                None if Df is None else gD.sum(0).to(d_dt), gz,
+                None if biasf is None else gbias.sum(0).to(bias_dt), None, None)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, return_last_state=False):
+    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                      return_last_state)
+
+
+# ----------------------------------------------------------------------------- cross scan
+
+
+class _CrossScanTriton(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last):
+        bsz, d, hh, ww, n = check_cross_inputs(x, delta, A, B, C, D, delta_bias, channels_last)
+        L = hh * ww
+        x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+        if channels_last:  # (b, h, w, d), (b, h, w, 4, d), (b, h, w, 4, n)
+            x3 = x.view(bsz, L, d).transpose(1, 2)
+            dt4 = delta.view(bsz, L, 4, d).permute(0, 2, 3, 1)
+            B4 = B.view(bsz, L, 4, n).permute(0, 2, 3, 1)
+            C4 = C.view(bsz, L, 4, n).permute(0, 2, 3, 1)
+        else:  # (b, d, h, w), (b, 4, d, h, w), (b, 4, n, h, w)
+            x3, dt4 = x.view(bsz, d, L), delta.view(bsz, 4, d, L)
+            B4, C4 = B.view(bsz, 4, n, L), C.view(bsz, 4, n, L)
+        Af = A.float().contiguous()
+        Df = D.float().contiguous() if D is not None else None
+        biasf = delta_bias.float().contiguous() if delta_bias is not None else None
+        y = torch.empty_like(x)
+        y3 = y.view(bsz, L, d).transpose(1, 2) if channels_last else y.view(bsz, d, L)
+        acc = torch.empty(y3.shape, device=x.device, dtype=torch.float32)
+        if channels_last:
+            acc = torch.empty(bsz, L, d, device=x.device, dtype=torch.float32).transpose(1, 2)
+        states, _, cfg = _launch_fwd(x3, dt4, Af, B4, C4, Df, biasf, None, y3, acc, L, hh, ww, d,
+                                     d, 4, delta_softplus, False)
+        ctx.save_for_backward(x, delta, Af, B, C, Df, biasf, states)
+        ctx.meta = (delta_softplus, channels_last, cfg, hh, ww, A.dtype,
+                    None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, delta, Af, B, C, Df, biasf, states = ctx.saved_tensors
+        softplus, channels_last, cfg, hh, ww, a_dt, d_dt, bias_dt = ctx.meta
+        L = hh * ww
+        n = Af.shape[1]
+        gy = gy.contiguous()
+        gx, gdelta = torch.empty_like(x), torch.empty_like(delta)
+        if channels_last:
+            bsz, d = x.shape[0], x.shape[3]
+
+            def v3(t):
+                return t.view(bsz, L, d).transpose(1, 2)
+
+            def v4(t, c):
+                return t.view(bsz, L, 4, c).permute(0, 2, 3, 1)
+        else:
+            bsz, d = x.shape[0], x.shape[1]
+
+            def v3(t):
+                return t.view(bsz, d, L)
+
+            def v4(t, c):
+                return t.view(bsz, 4, c, L)
+        gB, gC, gA, gD, gbias = _launch_bwd(
+            v3(x), v4(delta, d), Af, v4(B, n), v4(C, n), Df, biasf, None, v3(gy), states, None,
+            L, hh, ww, d, d, 4, softplus, cfg, v3(gx), v4(gdelta, d), None)
+        if channels_last:  # gB, gC: (b, 4, n, L)
+            gB = gB.permute(0, 3, 1, 2).reshape(B.shape)
+            gC = gC.permute(0, 3, 1, 2).reshape(C.shape)
+        else:
+            gB, gC = gB.view(B.shape), gC.view(C.shape)
+        return (gx, gdelta, gA.sum(0).to(a_dt), gB.to(B.dtype), gC.to(C.dtype),
+                None if Df is None else gD.sum(0).to(d_dt),
+                None if biasf is None else gbias.sum(0).to(bias_dt), None, None)
+
+
+def cross_selective_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
+                                channels_last=False):
+    return _CrossScanTriton.apply(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last)

@@ -1,0 +1,185 @@
+"""Correctness of the GPU scan backends against the float64 reference, forward and backward.
+
+    python tools/gpu_check_ops.py [--out results.json]
+
+For each case, fresh random inputs are drawn, the CUDA caching allocator is poisoned with NaN
+(so an output element a kernel forgot to write shows up as non-finite), and every output and
+gradient of the ``triton`` backend (and ``mamba_ssm`` when importable, see tools/bench_scan.py)
+is compared with ``ref`` run in float64 on the same (rounded) inputs, by ||out - ref|| / ||ref||.
+Tolerances: float32 1e-4, bfloat16/float16 1e-2 (the issue's); NaN never passes.
+The fused cross op is compared with cross_scan -> ref scan -> cross_merge in float64.
+Exit status 1 if any check fails.
+"""
+import argparse
+import json
+import os
+import random
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_scan import load_mamba_ssm  # noqa: E402
+
+from mmvision_ssm.ops import cross_selective_scan, selective_scan  # noqa: E402
+
+TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+# (b, d, l, n, groups, z, D, delta_bias, softplus, return_last_state)
+CASES = [
+    (2, 4, 1, 4, None, True, True, True, True, True),
+    (2, 8, 7, 16, 2, True, True, False, True, False),
+    (2, 64, 257, 1, 4, False, True, True, True, True),
+    (1, 32, 257, 4, None, True, False, True, False, False),
+    (2, 20, 4097, 16, 1, True, True, False, True, True),
+    (1, 16, 4097, 1, None, False, False, True, True, False),
+    (2, 384, 3136, 1, 4, False, True, True, True, False),   # VMamba-T stage 1, small batch
+    (4, 160, 196, 8, None, False, True, True, True, False),  # MambaVision-T stage 3
+]
+CROSS_CASES = [  # (b, d, h, w, n, channels_last, D)
+    (2, 8, 7, 9, 1, False, True), (2, 8, 7, 9, 1, True, True), (1, 12, 5, 13, 4, False, False),
+    (1, 6, 16, 3, 16, True, True), (2, 96, 56, 56, 1, False, True), (2, 96, 56, 56, 1, True, True),
+]
+
+
+def poison():
+    """Fill the allocator's free blocks with NaN so unwritten outputs are caught."""
+    free = torch.cuda.mem_get_info()[0]
+    try:
+        t = torch.empty(min(free // 2, 4 << 30) // 4, device='cuda')
+        t.fill_(float('nan'))
+        del t
+    except torch.OutOfMemoryError:
+        pass
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    if not torch.isfinite(a).all():
+        return float('nan')
+    # a zero reference (e.g. grad_A at l=1, where h_{-1}=0) is compared in absolute terms
+    return float((a - b).norm() / max(float(b.norm()), 1e-6))
+
+
+def run(fn, leaves, kwargs, cot):
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in leaves.items()}
+    out = fn(**leaves, **kwargs)
+    outs = list(out) if isinstance(out, tuple) else [out]
+    loss = sum((o.double() * c).sum() for o, c in zip(outs, cot))
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    res = {f'out{i}': o.detach() for i, o in enumerate(outs)}
+    res.update({'grad_' + k: g for k, g in zip(leaves, grads)})
+    return res
+
+
+def check_plain(case, dtype, backend, gen):
+    b, d, l, n, g, with_z, with_D, with_bias, softplus, last = case  # noqa: E741
+    dev = 'cuda'
+
+    def r(*s, scale=1.0, shift=0.0):
+        return (torch.randn(*s, generator=gen, dtype=torch.float64) * scale + shift).to(dev)
+
+    bc = (b, n, l) if g is None else (b, g, n, l)
+    leaves = dict(u=r(b, d, l), delta=r(b, d, l, scale=0.5, shift=-1.0) if softplus
+                  else r(b, d, l).abs() * 0.3,
+                  A=-(r(d, n).abs() + 0.05), B=r(*bc), C=r(*bc))
+    if with_D:
+        leaves['D'] = r(d)
+    if with_z:
+        leaves['z'] = r(b, d, l)
+    if with_bias:
+        leaves['delta_bias'] = r(d).abs() * 0.3
+    low = {k: (v.to(dtype) if k in ('u', 'delta', 'B', 'C', 'z') else v.float())
+           for k, v in leaves.items()}
+    hi = {k: v.double() for k, v in low.items()}
+    cot = [r(b, d, l).to(dtype).double()] + ([r(b, d, n)] if last else [])
+    kw = dict(delta_softplus=softplus, return_last_state=last)
+    want = run(lambda **a: selective_scan(**a, backend='ref'), hi, kw, cot)
+    poison()
+    got = run(lambda **a: selective_scan(**a, backend=backend), low, kw, cot)
+    return {k: rel_err(got[k], want[k]) for k in want}
+
+
+def check_cross(case, dtype, gen):
+    b, d, h, w, n, cl, with_D = case
+    dev = 'cuda'
+
+    def r(*s, scale=1.0, shift=0.0):
+        return (torch.randn(*s, generator=gen, dtype=torch.float64) * scale + shift).to(dev)
+
+    x, delta = r(b, d, h, w), r(b, 4, d, h, w, scale=0.5, shift=-1.0)
+    B, C = r(b, 4, n, h, w), r(b, 4, n, h, w)
+    if cl:
+        x, delta, B, C = (x.permute(0, 2, 3, 1).contiguous(),
+                          *(t.permute(0, 3, 4, 1, 2).contiguous() for t in (delta, B, C)))
+    leaves = dict(x=x, delta=delta, A=-(r(4 * d, n).abs() + 0.05), B=B, C=C,
+                  delta_bias=r(4 * d).abs() * 0.3)
+    if with_D:
+        leaves['D'] = r(4 * d)
+    low = {k: (v.to(dtype) if k in ('x', 'delta', 'B', 'C') else v.float()) for k, v in
+           leaves.items()}
+    hi = {k: v.double() for k, v in low.items()}
+    cot = [r(*x.shape).to(dtype).double()]
+    kw = dict(channels_last=cl)
+    # float64 oracle: the composition (cross_scan -> scan -> cross_merge) with the torch backend,
+    # itself checked against ref in tests/test_ops.py (ref is too slow at 56x56 x 4 directions)
+    want = run(lambda **a: cross_selective_scan(**a, backend='torch'), hi, kw, cot)
+    poison()
+    got = run(lambda **a: cross_selective_scan(**a, backend='triton'), low, kw, cot)
+    return {k: rel_err(got[k], want[k]) for k in want}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--out', default=None)
+    parser.add_argument('--seed', type=int, default=random.SystemRandom().randrange(2**31))
+    parser.add_argument('--quick', action='store_true', help='a subset (fewer Triton compiles)')
+    args = parser.parse_args()
+    print(f'seed {args.seed}; torch {torch.__version__}; {torch.cuda.get_device_name()}')
+    gen = torch.Generator().manual_seed(args.seed)
+    backends = ['triton'] + (['mamba_ssm'] if load_mamba_ssm() is not None else [])
+    results, failed = [], 0
+
+    def record(kind, case, dtype, be, fn):
+        nonlocal failed
+        try:
+            errs = fn()
+        except Exception as err:  # noqa: BLE001
+            errs = {'error': f'{type(err).__name__}: {err}'}
+        ok = 'error' not in errs and all(e <= TOL[dtype] for e in errs.values())  # NaN fails
+        failed += not ok
+        results.append(dict(kind=kind, case=case, dtype=str(dtype), backend=be, errs=errs, ok=ok))
+        worst = ('error: ' + errs['error']) if 'error' in errs else \
+            ' '.join(f'{k}={v:.1e}' for k, v in errs.items())
+        print(f'{"PASS" if ok else "FAIL"} {kind:5s} {be:9s} {str(dtype)[6:]:8s} '
+              f'{str(case):52s} {worst}', flush=True)
+
+    cases = [CASES[i] for i in (0, 1, 2, 4, 6, 7)] if args.quick else CASES
+    cross_cases = [CROSS_CASES[i] for i in (0, 1, 3, 4)] if args.quick else CROSS_CASES
+    for case in cases:
+        for dtype in (torch.float32, torch.bfloat16):
+            for be in backends:
+                record('plain', case, dtype, be, lambda: check_plain(case, dtype, be, gen))
+    for case in cross_cases:
+        for dtype in (torch.float32, torch.bfloat16):
+            record('cross', case, dtype, 'triton', lambda: check_cross(case, dtype, gen))
+    # other launch configurations (several channel blocks, long chunks, atomic gB/gC reduction)
+    import mmvision_ssm.ops.scan_triton as st
+    for cfg in [(4, 128, 4, False)] if args.quick else [(1, 1024, 4, True), (8, 256, 4, False)]:
+        st.CONFIG_OVERRIDE.update(zip(('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic'), cfg))
+        for case in (CASES[2], CASES[4], CASES[6]):
+            record('plain', case + (cfg,), torch.float32, 'triton',
+                   lambda: check_plain(case, torch.float32, 'triton', gen))
+        for case in CROSS_CASES[:2] + CROSS_CASES[4:]:
+            record('cross', case + (cfg,), torch.bfloat16, 'triton',
+                   lambda: check_cross(case, torch.bfloat16, gen))
+        st.CONFIG_OVERRIDE.clear()
+    print(f'{len(results) - failed}/{len(results)} checks passed (seed {args.seed})')
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(results, f, indent=1)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+    main()
