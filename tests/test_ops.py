@@ -221,6 +221,22 @@ def test_dispatcher_choice_env_and_errors(monkeypatch):
     assert set(BACKENDS) == {'ref', 'torch', 'triton', 'mamba_ssm'}
 
 
+def test_automatic_choice_on_cuda(monkeypatch):
+    """Without a GPU: the automatic choice given what is 'installed' (availability patched)."""
+    from mmvision_ssm.ops import dispatch
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    cuda, bf16 = torch.device('cuda'), torch.bfloat16
+    for triton_ok, mamba_ok, n, want in [(True, True, 1, 'triton'), (True, True, 8, 'mamba_ssm'),
+                                         (True, False, 8, 'triton'), (False, True, 1, 'mamba_ssm'),
+                                         (False, False, 1, 'torch'), (True, False, 32, 'torch')]:
+        monkeypatch.setattr(dispatch, 'triton_importable', lambda ok=triton_ok: ok)
+        monkeypatch.setattr(dispatch, 'mamba_ssm_importable', lambda ok=mamba_ok: ok)
+        assert dispatch.resolve_backend(None, cuda, bf16, n) == want
+        assert dispatch.resolve_backend(None, cuda, F64, n) == 'torch'
+    with pytest.raises(ValueError, match='d_state <= 16'):
+        dispatch.resolve_backend('triton', cuda, bf16, 32)
+
+
 def test_shape_errors():
     x = torch.randn(1, 4, 5)
     A, B = -torch.rand(4, 2), torch.randn(1, 2, 5)
@@ -341,6 +357,26 @@ def test_flop_counts():
         == selective_scan_flops(2, 8, 10, 4, with_D=True, with_z=False)
 
 
+def test_gpu_checker_zero_reference_floor():
+    """tools/gpu_check_ops.py: an exactly-zero reference (grad_A at l = 1) with float32 rounding
+    noise passes, a real error on it fails, and ordinary references stay purely relative."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools',
+                        'gpu_check_ops.py')
+    spec = importlib.util.spec_from_file_location('gpu_check_ops', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tol = mod.TOL[torch.float32]
+    zero = torch.zeros(4, 4, dtype=F64)
+    assert mod.rel_err(zero + 1e-8, zero, scale=1.0) <= tol           # rounding noise
+    assert mod.rel_err(zero + 2e-7, zero, scale=1.0) <= mod.TOL[torch.bfloat16]
+    assert mod.rel_err(zero + 1e-3, zero, scale=1.0) > tol            # a wrong value
+    assert mod.rel_err(zero + 0.1, zero, scale=1.0) > mod.TOL[torch.bfloat16]
+    ref = torch.full((4, 4), 0.1, dtype=F64)  # above the floor (1 % of scale): relative
+    assert mod.rel_err(ref * (1 + 1e-3), ref, scale=1.0) == pytest.approx(1e-3)
+    assert mod.rel_err(zero + float('nan'), zero) != mod.rel_err(zero + float('nan'), zero)
+
+
 # --------------------------------------------------------------------------- CUDA (skipped on CPU)
 
 
@@ -356,3 +392,4 @@ def test_triton_backend_matches_reference(case):
 
     got = run_scan(fn, cuda_inputs, softplus, torch.float32, grad_y.cuda(), grad_state.cuda())
     assert_close({k: v.cpu() for k, v in got.items()}, want, 1e-4, 'triton backend f32')
+

@@ -2,7 +2,8 @@
 
 CI has no GPU: this runs the real kernels (plain and cross, several chunks, groups, z, D, bias,
 last state) on tiny float32 inputs in a subprocess (the interpreter must be chosen before Triton
-compiles anything) and compares every output and gradient with the float64 reference.
+compiles anything) and compares every output and gradient with the float64 reference. The cross
+op runs both ways: all four directions in one program, and one direction per program.
 Skipped when Triton is not installed. On a GPU, tools/gpu_check_ops.py checks the compiled kernels.
 """
 import os
@@ -63,14 +64,29 @@ SCRIPT = textwrap.dedent('''
                     [t.float() for t in leaves], cot)
         return max(rel(x, y) for x, y in zip(got, want))
 
+    # the automatic choice: channels-first cross op splits its directions only for small
+    # batches; channels-last always (2 channels per program when programs are few)
+    cpu = torch.device('cpu')
+    assert st._pick_config(1, 96, 67200, 4, False, bsz=2, device=cpu)['split']
+    assert not st._pick_config(1, 96, 3136, 4, False, bsz=64, device=cpu)['split']
+    cfg = st._pick_config(1, 96, 67200, 4, True, bsz=2, device=cpu)
+    assert cfg['split'] and cfg['BLOCK_D'] == 2
+    cfg = st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cpu)
+    assert cfg['split'] and cfg['BLOCK_D'] == 4
+    assert not st._pick_config(1, 96, 3136, 1, False, bsz=2, device=cpu)['split']  # plain scan
     st.CONFIG_OVERRIDE.update(BLOCK_L=16, BLOCK_D=2)   # several chunks and channel blocks
     worst = max(worst, plain(2, 4, 37, 3 + 1, 2, True, True))
     worst = max(worst, plain(1, 6, 1, 1, None, False, False))
-    worst = max(worst, cross(2, 3, 5, 7, 1, False))
-    worst = max(worst, cross(1, 4, 4, 9, 2, True))
+    for split in (False, True):  # four directions in one program / one direction per program
+        st.CONFIG_OVERRIDE.update(split=split)
+        worst = max(worst, cross(2, 3, 5, 7, 1, False))
+        worst = max(worst, cross(1, 4, 4, 9, 2, True))
+    del st.CONFIG_OVERRIDE['split']
     st.CONFIG_OVERRIDE.update(BLOCK_D=1, atomic=True)  # gB/gC summed with atomics
     worst = max(worst, plain(1, 4, 40, 2, 2, True, True))
-    worst = max(worst, cross(1, 2, 3, 11, 1, False))
+    for split in (False, True):
+        st.CONFIG_OVERRIDE.update(split=split)
+        worst = max(worst, cross(1, 2, 3, 11, 1, False))
     print(f'worst rel. error {worst:.2e} (seed {seed})')
     assert worst < 1e-4, f'worst rel. error {worst:.2e} (seed {seed})'
 ''')

@@ -1,5 +1,6 @@
 """tools/train.py and tools/test.py end to end on the bundled demo data (tiny and short)."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,12 +37,13 @@ def test_detection_train_then_test(tmp_path):
     ckpt = tmp_path / 'wd' / 'epoch_1.pth'
     assert ckpt.is_file()
     proc = run_tool(['tools/test.py', DET, ckpt, '--work-dir', 'wd_test', '--out', 'preds.pkl',
-                     '--cfg-options', *SMALL_DEMO], tmp_path)
+                     '--show-dir', 'vis', '--cfg-options', *SMALL_DEMO], tmp_path)
     report = _check_report(tmp_path / 'wd_test' / 'report',
                            ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_l'])
     assert {'coco/bbox_AP', 'coco/segm_AP'} <= set(report['per_class'])
     assert set(report['per_class']['coco/bbox_AP']) == {'circle', 'square', 'triangle', 'ring'}
     assert (tmp_path / 'preds.pkl').is_file()
+    assert len(list((tmp_path / 'vis').glob('*.jpg'))) == 4  # one drawn image per val image
     assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
 
 
@@ -64,14 +66,15 @@ def test_kill_mid_training_then_resume(tmp_path):
             'default_hooks.checkpoint.max_keep_ckpts=5', 'default_hooks.logger.interval=1']
     cmd = [sys.executable, str(REPO / 'tools/train.py'), str(DET), '--work-dir', 'wd',
            '--cfg-options', *opts]
+    # own process group, so the kill takes the data-loader workers down too (as a crash would)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=tool_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     wd = tmp_path / 'wd'
     deadline = time.time() + 400
     while not (wd / 'epoch_2.pth').exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # into epoch 3
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (wd / 'epoch_2.pth').exists() and not (wd / 'epoch_4.pth').exists()
     done = {p.name for p in wd.glob('epoch_*.pth')}
@@ -92,17 +95,18 @@ def test_kill_mid_training_then_resume(tmp_path):
     assert torch.is_tensor(next(iter(final['state_dict'].values())))
 
 
-def test_distributed_gloo_two_processes(tmp_path):
-    env_port = str(free_port())
-    import os
-    os.environ['PORT'] = env_port
-    try:
-        proc = run_tool(['tools/dist_train.sh', DET, 2, '--work-dir', 'wd', '--cfg-options',
-                         *DET_SHORT], tmp_path)
-    finally:
-        del os.environ['PORT']
+def test_distributed_gloo_two_processes(tmp_path, monkeypatch):
+    """dist_train.sh / dist_test.sh with 2 processes on CPU (gloo chosen automatically)."""
+    monkeypatch.setenv('PORT', str(free_port()))
+    proc = run_tool(['tools/dist_train.sh', DET, 2, '--work-dir', 'wd', '--cfg-options',
+                     *DET_SHORT], tmp_path)
     assert (tmp_path / 'wd' / 'epoch_1.pth').is_file()
     assert 'Distributed training: True' in proc.stdout + proc.stderr
+    monkeypatch.setenv('PORT', str(free_port()))
+    run_tool(['tools/dist_test.sh', DET, tmp_path / 'wd' / 'epoch_1.pth', 2, '--work-dir',
+              'wd_test', '--cfg-options', *SMALL_DEMO], tmp_path)
+    report = _check_report(tmp_path / 'wd_test' / 'report', ['coco/bbox_mAP'])
+    assert report['metrics']
 
 
 @pytest.mark.parametrize('opts, message', [

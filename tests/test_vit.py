@@ -226,3 +226,23 @@ def test_equivalence_with_detectron2_vitdet():
                 expected = ref(x)
                 for i, out in enumerate(neck(feat)):  # its LayerNorm is a stub: 1e-5
                     assert _rel_err(expected[f'p{i + 2}'], out) <= 1e-5
+
+
+def test_trunk_layout_contiguous_and_pos_cache_follows_parameter():
+    """The token map entering the blocks is contiguous NHWC (the patch embedding's NHWC output is
+    a permuted view); the no-grad position-embedding cache is dropped when the parameter changes
+    and gives the same result as resampling afresh."""
+    model = ViT(arch=TINY, window_size=0, pretrain_img_size=64, drop_path_rate=0.).eval()
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    x = torch.randn(2, 3, 80, 48)  # 5x3 grid != the 4x4 pre-training grid: resampled
+    with torch.no_grad():
+        first = model(x)[0]
+        again = model(x)[0]
+        model.pos_embed.add_(1.0)  # in-place update, as an optimizer step does
+        changed = model(x)[0]
+    fresh = model(x)[0]  # with autograd: never cached
+    assert seen and all(seen)
+    assert torch.equal(first, again)
+    assert not torch.allclose(changed, first)
+    torch.testing.assert_close(changed, fresh.detach(), rtol=0, atol=0)

@@ -6,7 +6,8 @@ For each case, fresh random inputs are drawn, the CUDA caching allocator is pois
 (so an output element a kernel forgot to write shows up as non-finite), and every output and
 gradient of the ``triton`` backend (and ``mamba_ssm`` when importable, see tools/bench_scan.py)
 is compared with ``ref`` run in float64 on the same (rounded) inputs, by ||out - ref|| / ||ref||.
-Tolerances: float32 1e-4, bfloat16/float16 1e-2 (the issue's); NaN never passes.
+Tolerances: float32 1e-4, bfloat16/float16 1e-2 (the issue's); NaN never passes. A (near-)zero
+reference is judged against the output's magnitude instead of its own (see ``rel_err``).
 The fused cross op is compared with cross_scan -> ref scan -> cross_merge in float64.
 Exit status 1 if any check fails.
 """
@@ -53,12 +54,29 @@ def poison():
         pass
 
 
-def rel_err(a, b):
+ZERO_REF_FLOOR = 1e-2  # see rel_err
+
+
+def rel_err(a, b, scale=1.0):
+    """||a - b|| / max(||b||, ZERO_REF_FLOOR * scale * sqrt(numel)).
+
+    ``scale`` is the RMS of the case's reference output y. The floor only matters when the
+    reference is (near) zero -- e.g. grad_A at l = 1, where h_{-1} = 0 makes it exactly 0 and
+    the kernel's float32 rounding leaves ~1e-8: then the error is measured against 1 % of the
+    magnitude an entry of this problem has, i.e. an absolute tolerance of tol * 1e-2 * rms(y)
+    per entry (float32: 1e-6 * rms(y)), while a wrong non-zero value still fails. A reference
+    of ordinary size is compared purely relatively, as before.
+    """
     a, b = a.double(), b.double()
     if not torch.isfinite(a).all():
         return float('nan')
-    # a zero reference (e.g. grad_A at l=1, where h_{-1}=0) is compared in absolute terms
-    return float((a - b).norm() / max(float(b.norm()), 1e-6))
+    floor = ZERO_REF_FLOOR * float(scale) * max(b.numel(), 1) ** 0.5
+    return float((a - b).norm() / max(float(b.norm()), floor, 1e-30))
+
+
+def _errs(got, want):
+    scale = float(want['out0'].double().pow(2).mean().sqrt())  # RMS of the reference output
+    return {k: rel_err(got[k], want[k], scale) for k in want}
 
 
 def run(fn, leaves, kwargs, cot):
@@ -97,7 +115,7 @@ def check_plain(case, dtype, backend, gen):
     want = run(lambda **a: selective_scan(**a, backend='ref'), hi, kw, cot)
     poison()
     got = run(lambda **a: selective_scan(**a, backend=backend), low, kw, cot)
-    return {k: rel_err(got[k], want[k]) for k in want}
+    return _errs(got, want)
 
 
 def check_cross(case, dtype, gen):
@@ -126,7 +144,7 @@ def check_cross(case, dtype, gen):
     want = run(lambda **a: cross_selective_scan(**a, backend='torch'), hi, kw, cot)
     poison()
     got = run(lambda **a: cross_selective_scan(**a, backend='triton'), low, kw, cot)
-    return {k: rel_err(got[k], want[k]) for k in want}
+    return _errs(got, want)
 
 
 def main():
@@ -155,7 +173,7 @@ def main():
               f'{str(case):52s} {worst}', flush=True)
 
     cases = [CASES[i] for i in (0, 1, 2, 4, 6, 7)] if args.quick else CASES
-    cross_cases = [CROSS_CASES[i] for i in (0, 1, 3, 4)] if args.quick else CROSS_CASES
+    cross_cases = [CROSS_CASES[i] for i in (0, 1, 3, 4, 5)] if args.quick else CROSS_CASES
     for case in cases:
         for dtype in (torch.float32, torch.bfloat16):
             for be in backends:
@@ -163,10 +181,14 @@ def main():
     for case in cross_cases:
         for dtype in (torch.float32, torch.bfloat16):
             record('cross', case, dtype, 'triton', lambda: check_cross(case, dtype, gen))
-    # other launch configurations (several channel blocks, long chunks, atomic gB/gC reduction)
+    # other launch configurations (several channel blocks, long chunks, atomic gB/gC reduction;
+    # the cross op with its four directions in one program (split False) or one per program:
+    # at these batch sizes the automatic choice is split, so the fused form is forced here)
     import mmvision_ssm.ops.scan_triton as st
-    for cfg in [(4, 128, 4, False)] if args.quick else [(1, 1024, 4, True), (8, 256, 4, False)]:
-        st.CONFIG_OVERRIDE.update(zip(('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic'), cfg))
+    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split')
+    for cfg in [(4, 128, 4, False, False)] if args.quick else [
+            (1, 1024, 4, True, False), (8, 256, 4, False, True), (1, 512, 2, True, False)]:
+        st.CONFIG_OVERRIDE.update(zip(keys, cfg))
         for case in (CASES[2], CASES[4], CASES[6]):
             record('plain', case + (cfg,), torch.float32, 'triton',
                    lambda: check_plain(case, torch.float32, 'triton', gen))

@@ -21,7 +21,7 @@ model = dict(
                      norm_cfg=norm_cfg),
     auxiliary_head=None)
 
-max_iters = 1200
+max_iters = 800
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

@@ -56,7 +56,8 @@ def cross_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softp
     Args:
         x: (b, d, h, w), or (b, h, w, d) with ``channels_last``.
         delta: (b, 4, d, h, w) -- or (b, h, w, 4, d) -- direction k's dt at every pixel, in the
-            spatial layout (VMamba's projections are per token, so they commute with the scan order).
+            spatial layout (VMamba's projections are per token, so they commute with the scan
+            order).
         A: (4*d, n), direction k uses rows k*d ... (k+1)*d-1; D, delta_bias: (4*d,) or None.
         B, C: (b, 4, n, h, w) -- or (b, h, w, 4, n) -- direction k's B/C at every pixel.
 

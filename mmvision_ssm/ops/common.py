@@ -22,7 +22,8 @@ def check_scan_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None):
         raise ValueError(f'u must be (b, d, l), got shape {tuple(u.shape)}')
     b, d, l = u.shape
     if delta.shape != u.shape:
-        raise ValueError(f'delta must have the shape of u {tuple(u.shape)}, got {tuple(delta.shape)}')
+        raise ValueError(f'delta must have the shape of u {tuple(u.shape)}, '
+                         f'got {tuple(delta.shape)}')
     if A.dim() != 2 or A.shape[0] != d:
         raise ValueError(f'A must be (d={d}, n), got shape {tuple(A.shape)}')
     if A.is_complex():

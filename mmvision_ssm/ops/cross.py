@@ -2,7 +2,8 @@
 
 Direction k of an (h, w) map visits the pixels in the order
   0: row-major (l = i*w + j),  1: column-major (l = j*h + i),  2: reverse of 0,  3: reverse of 1.
-``cross_scan`` and ``cross_merge`` are adjoint linear maps: <cross_scan(x), y> == <x, cross_merge(y)>.
+``cross_scan`` and ``cross_merge`` are adjoint linear maps:
+<cross_scan(x), y> == <x, cross_merge(y)>.
 """
 import torch
 

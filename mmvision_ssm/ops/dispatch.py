@@ -3,8 +3,10 @@
 Order of precedence: the ``backend=`` argument, then the environment variable
 ``MMVISION_SSM_SCAN_BACKEND``, then the automatic choice:
 
-* CUDA tensors in float32/float16/bfloat16 -> ``triton`` if Triton imports, else ``mamba_ssm``
-  if that package imports and the inputs fit it, else ``torch``;
+* CUDA tensors in float32/float16/bfloat16 -> ``triton`` for d_state 1 (VMamba; measured 1.5x
+  faster than mamba-ssm forward+backward), ``mamba_ssm`` for d_state > 1 when it is installed
+  (measured 2.5-3x faster than our kernels at MambaVision shapes, docs/benchmarks.md), else
+  whichever of the two imports, else ``torch``;
 * anything else (CPU, float64) -> ``torch``.
 
 ``ref`` is never chosen automatically: it is the sequential oracle for tests.
@@ -78,7 +80,8 @@ def resolve_backend(backend, device, dtype, n):
             raise ValueError(f'scan backend {requested!r} cannot run these inputs: {reason}. '
                              f'Usable here: {", ".join(usable)}')
         return requested
-    for name in ('triton', 'mamba_ssm'):
+    order = ('triton', 'mamba_ssm') if n == 1 else ('mamba_ssm', 'triton')
+    for name in order:
         if _unavailable_reason(name, device, dtype, n) is None:
             return name
     return 'torch'

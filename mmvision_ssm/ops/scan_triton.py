@@ -9,8 +9,11 @@ so the backward recomputes h chunk by chunk while it runs the adjoint recurrence
 Cross (VMamba) mode: K = 4 directions in the same program, each traversing the (h, w) map in its
 own order straight from the spatial layout (no cross-scan copies). The four directions' outputs
 are summed in an fp32 scratch the program itself owns; its slice (BLOCK_D channels x h*w) is
-small enough to stay in L2 between directions, so HBM sees the input and the output about once.
+small, so the later directions can find it and x in L2 rather than HBM (the design intent; the
+measured bandwidth is in docs/benchmarks.md).
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -40,28 +43,15 @@ def _pixel(t, k: tl.constexpr, HH, WW, L, K: tl.constexpr):
 
 
 @triton.jit
-def _softplus(x):
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+def _pixel_rt(t, k, HH, WW, L):
+    """:func:`_pixel` for a direction k known only at run time (one direction per program)."""
+    t = tl.where(k >= 2, L - 1 - t, t)
+    return tl.where(k % 2 == 1, (t % HH) * WW + t // HH, t)
 
 
 @triton.jit
-def _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k: tl.constexpr, grp, c, cmask, t, HH, WW, L,
-                su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
-                sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p,
-                N: tl.constexpr, K: tl.constexpr):
-    """u, raw dt (BLOCK_D, BLOCK_L) and B, C (N, BLOCK_L) of the tokens t of direction k."""
-    tmask = t < L
-    p = _pixel(t, k, HH, WW, L, K)
-    m2 = cmask[:, None] & tmask[None, :]
-    nidx = tl.arange(0, N)
-    u = tl.load(u_ptr + b * su_b + c[:, None] * su_c + p[None, :] * su_p, mask=m2, other=0.0)
-    dt = tl.load(dt_ptr + b * sdt_b + k * sdt_k + c[:, None] * sdt_c + p[None, :] * sdt_p,
-                 mask=m2, other=0.0)
-    Bt = tl.load(B_ptr + b * sB_b + grp * sB_g + nidx[:, None] * sB_n + p[None, :] * sB_p,
-                 mask=tmask[None, :], other=0.0)
-    Ct = tl.load(C_ptr + b * sC_b + grp * sC_g + nidx[:, None] * sC_n + p[None, :] * sC_p,
-                 mask=tmask[None, :], other=0.0)
-    return u, dt, Bt, Ct
+def _softplus(x):
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
 
 
 @triton.jit
@@ -74,56 +64,69 @@ def _fwd_kernel(
         sz_b, sz_c, sz_p, sy_b, sy_c, sy_p, sa_b, sa_c, sa_p,
         N: tl.constexpr, K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
-        SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr):
+        SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, SPLIT_K: tl.constexpr,
+        KLOOP: tl.constexpr):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = c < CH
     nidx = tl.arange(0, N)
     j = tl.arange(0, BLOCK_L)
-    j3 = j[None, None, :]
-    for k in tl.static_range(K):
+    for kk in tl.static_range(KLOOP):
+        if SPLIT_K:  # one direction per program (grid axis 2); KLOOP == 1
+            k = tl.program_id(2)
+        else:  # all K directions in this program, unrolled
+            k = kk
         if K == 1:
             grp = (pid_d * BLOCK_D) // HD  # BLOCK_D divides HD: one B/C group per program
         else:
             grp = k
         arow = k * CH + c
-        A3 = tl.load(A_ptr + arow[:, None] * N + nidx[None, :], mask=cmask[:, None],
-                     other=0.0).to(tl.float32)[:, :, None]
+        A_k = tl.load(A_ptr + arow[:, None] * N + nidx[None, :], mask=cmask[:, None], other=0.0)
+        A_k = A_k.to(tl.float32)
         if HAS_D:
             Dv = tl.load(D_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
         st_base = st_ptr + ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
-        h = tl.zeros((BLOCK_D, N), dtype=tl.float32)
-        nu, ndt, nB, nC = _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k, grp, c, cmask, j,
-                                      HH, WW, L, su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
-                                      sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p, N, K)
+        h_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
         for ci in range(NCHUNK):
-            u, dt, Bt, Ct = nu, ndt, nB, nC
             t = ci * BLOCK_L + j
-            # issue the next chunk's loads now so they overlap this chunk's scan
-            nu, ndt, nB, nC = _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k, grp, c, cmask,
-                                          t + BLOCK_L, HH, WW, L, su_b, su_c, su_p, sdt_b, sdt_k,
-                                          sdt_c, sdt_p, sB_b, sB_g, sB_n, sB_p,
-                                          sC_b, sC_g, sC_n, sC_p, N, K)
             tmask = t < L
-            p = _pixel(t, k, HH, WW, L, K)
+            if SPLIT_K:
+                p = _pixel_rt(t, k, HH, WW, L)
+            else:
+                p = _pixel(t, k, HH, WW, L, K)
             m2 = cmask[:, None] & tmask[None, :]
-            u = u.to(tl.float32)
-            dt = dt.to(tl.float32)
+            u = tl.load(u_ptr + b * su_b + c[:, None] * su_c + p[None, :] * su_p, mask=m2,
+                        other=0.0).to(tl.float32)
+            dt = tl.load(dt_ptr + b * sdt_b + k * sdt_k + c[:, None] * sdt_c + p[None, :] * sdt_p,
+                         mask=m2, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 dt += bias[:, None]
             if SOFTPLUS:
                 dt = _softplus(dt)
             dt = tl.where(m2, dt, 0.0)  # padding tokens: a = 1, x = 0
-            tl.store(st_base + ci * N, h, mask=cmask[:, None])
-            a = tl.exp(dt[:, None, :] * A3)
-            x = (dt * u)[:, None, :] * Bt.to(tl.float32)[None, :, :]
-            a_s, x_s = tl.associative_scan((a, x), 2, _combine)
-            hs = x_s + a_s * h[:, :, None]
-            y = tl.sum(hs * Ct.to(tl.float32)[None, :, :], 1)
-            h = tl.sum(tl.where(j3 == BLOCK_L - 1, hs, 0.0), 2)
+            du = dt * u
+            tl.store(st_base + ci * N, h_carry, mask=cmask[:, None])
+            y = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+            new_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+            for n in tl.static_range(N):
+                sel = nidx[None, :] == n
+                An = tl.sum(tl.where(sel, A_k, 0.0), 1)
+                h0 = tl.sum(tl.where(sel, h_carry, 0.0), 1)
+                Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p, mask=tmask,
+                             other=0.0).to(tl.float32)
+                Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p, mask=tmask,
+                             other=0.0).to(tl.float32)
+                a = tl.exp(dt * An[:, None])
+                x = du * Bn[None, :]
+                a_s, x_s = tl.associative_scan((a, x), 1, _combine)
+                h = x_s + a_s * h0[:, None]
+                y += h * Cn[None, :]
+                last = tl.sum(tl.where(j[None, :] == BLOCK_L - 1, h, 0.0), 1)
+                new_carry = tl.where(sel, last[:, None], new_carry)
+            h_carry = new_carry
             if HAS_D:
                 y += Dv[:, None] * u
             if HAS_Z:
@@ -133,6 +136,9 @@ def _fwd_kernel(
             y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
             if K == 1:
                 tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
+            elif SPLIT_K:  # the directions run in different programs: sum in fp32 scratch
+                a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
+                tl.atomic_add(acc_ptr + a_off, y, mask=m2, sem='relaxed')
             else:
                 a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
                 if k == 0:
@@ -144,8 +150,9 @@ def _fwd_kernel(
                     y = tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y
                     tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
         if STORE_LAST:
-            tl.store(last_ptr + (b * CH + c[:, None]) * N + nidx[None, :], h, mask=cmask[:, None])
-        if K > 1:
+            tl.store(last_ptr + (b * CH + c[:, None]) * N + nidx[None, :], h_carry,
+                     mask=cmask[:, None])
+        if K > 1 and not SPLIT_K:
             tl.debug_barrier()  # the next direction reads scratch other threads wrote
 
 
@@ -159,25 +166,29 @@ def _bwd_kernel(
         sz_b, sz_c, sz_p, sy_b, sy_c, sy_p, sa_b, sa_c, sa_p,
         N: tl.constexpr, K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
-        SOFTPLUS: tl.constexpr, HAS_GLAST: tl.constexpr, GBC_ATOMIC: tl.constexpr):
+        SOFTPLUS: tl.constexpr, HAS_GLAST: tl.constexpr, GBC_ATOMIC: tl.constexpr,
+        SPLIT_K: tl.constexpr, KLOOP: tl.constexpr):
     """Gradients; y-shaped tensors (gy, gz, gu) use the sy_* strides of u's layout, dt-shaped ones
-    (gdt) the sdt_* strides. gA/gD/gbias are per-batch partial sums (fp32); gB/gC are summed over
-    channel blocks by atomics (GBC_ATOMIC) or written per block."""
+    (gdt) the sdt_* strides. gB/gC/gA/gD/gbias are per-program partial sums (fp32)."""
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
+    nblk = tl.num_programs(0)
     c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = c < CH
     nidx = tl.arange(0, N)
     j = tl.arange(0, BLOCK_L)
-    j3 = j[None, None, :]
-    for k in tl.static_range(K):
+    for kk in tl.static_range(KLOOP):
+        if SPLIT_K:  # one direction per program (grid axis 2); KLOOP == 1
+            k = tl.program_id(2)
+        else:  # all K directions in this program, unrolled
+            k = kk
         if K == 1:
             grp = (pid_d * BLOCK_D) // HD
         else:
             grp = k
         arow = k * CH + c
-        A3 = tl.load(A_ptr + arow[:, None] * N + nidx[None, :], mask=cmask[:, None],
-                     other=0.0).to(tl.float32)[:, :, None]
+        A_k = tl.load(A_ptr + arow[:, None] * N + nidx[None, :], mask=cmask[:, None], other=0.0)
+        A_k = A_k.to(tl.float32)
         if HAS_D:
             Dv = tl.load(D_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
         if HAS_BIAS:
@@ -195,30 +206,23 @@ def _bwd_kernel(
             gbc_base = (b * NG + grp) * N * L
         else:  # this program's partial-sum rows of gB/gC (b, NBLK, K, N, L)
             gbc_base = ((b * NBLK + pid_d) * K + k) * N * L
-        t0 = (NCHUNK - 1) * BLOCK_L + j
-        nu, ndt, nB, nC = _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k, grp, c, cmask, t0,
-                                      HH, WW, L, su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
-                                      sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p, N, K)
         for cc in range(NCHUNK):
             ci = NCHUNK - 1 - cc
-            u, dt_pre, Bt, Ct = nu, ndt, nB, nC
             t = ci * BLOCK_L + j
-            # previous chunk's loads (t < 0 is masked: clamp the index, the mask is t >= 0)
-            tp = t - BLOCK_L
-            nu, ndt, nB, nC = _load_chunk(u_ptr, dt_ptr, B_ptr, C_ptr, b, k, grp, c,
-                                          cmask & (ci > 0), tl.maximum(tp, 0), HH, WW, L,
-                                          su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
-                                          sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p, N, K)
             tmask = t < L
-            p = _pixel(t, k, HH, WW, L, K)
+            if SPLIT_K:
+                p = _pixel_rt(t, k, HH, WW, L)
+                pn = _pixel_rt(t + 1, k, HH, WW, L)
+            else:
+                p = _pixel(t, k, HH, WW, L, K)
+                pn = _pixel(t + 1, k, HH, WW, L, K)
             m2 = cmask[:, None] & tmask[None, :]
             nmask = (t + 1) < L
-            pn = _pixel(t + 1, k, HH, WW, L, K)
             mn = cmask[:, None] & nmask[None, :]
-            u = u.to(tl.float32)
-            Bt = Bt.to(tl.float32)[None, :, :]
-            Ct = Ct.to(tl.float32)[None, :, :]
+            u = tl.load(u_ptr + b * su_b + c[:, None] * su_c + p[None, :] * su_p, mask=m2,
+                        other=0.0).to(tl.float32)
             dt_off = b * sdt_b + k * sdt_k + c[:, None] * sdt_c
+            dt_pre = tl.load(dt_ptr + dt_off + p[None, :] * sdt_p, mask=m2, other=0.0)
             dt_pre = dt_pre.to(tl.float32)
             dtn = tl.load(dt_ptr + dt_off + pn[None, :] * sdt_p, mask=mn, other=0.0)
             dtn = dtn.to(tl.float32)
@@ -234,12 +238,20 @@ def _bwd_kernel(
             du = dt * u
             y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
             gy = tl.load(gy_ptr + y_off, mask=m2, other=0.0).to(tl.float32)
-            h0 = tl.load(st_base + ci * N, mask=cmask[:, None], other=0.0)
-            x = du[:, None, :] * Bt
-            a_s, x_s = tl.associative_scan((tl.exp(dt[:, None, :] * A3), x), 2, _combine)
-            h = x_s + a_s * h0[:, :, None]
-            if HAS_Z:  # the gate needs y before gating
-                y_pre = tl.sum(h * Ct, 1)
+            if HAS_Z:  # the gate needs y before gating: recompute it
+                y_pre = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+                for n in tl.static_range(N):
+                    sel = nidx[None, :] == n
+                    An = tl.sum(tl.where(sel, A_k, 0.0), 1)
+                    h0 = tl.sum(tl.where(sel, tl.load(st_base + ci * N, mask=cmask[:, None],
+                                                      other=0.0), 0.0), 1)
+                    Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p,
+                                 mask=tmask, other=0.0).to(tl.float32)
+                    Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p,
+                                 mask=tmask, other=0.0).to(tl.float32)
+                    a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), du * Bn[None, :]),
+                                                   1, _combine)
+                    y_pre += (x_s + a_s * h0[:, None]) * Cn[None, :]
                 if HAS_D:
                     y_pre += Dv[:, None] * u
                 z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
@@ -254,26 +266,44 @@ def _bwd_kernel(
                 gu = gy * Dv[:, None]
             else:
                 gu = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
-            # adjoint: lam_t = gy_t C_t + a_{t+1} lam_{t+1}  (a = 1 past the end)
-            a_next = tl.where(mn[:, None, :], tl.exp(dtn[:, None, :] * A3), 1.0)
-            r_a, r_g = tl.associative_scan((a_next, gy[:, None, :] * Ct), 2, _combine,
-                                           reverse=True)
-            lam = r_g + r_a * lam_carry[:, :, None]
-            lam_carry = tl.sum(tl.where(j3 == 0, lam, 0.0), 2)
-            g_loga = lam * (h - x)  # = lam_t * a_t * h_{t-1}
-            g_du = tl.sum(lam * Bt, 1)
-            gdt = tl.sum(g_loga * A3, 1) + g_du * u
+            g_du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+            gdt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+            h_start = tl.load(st_base + ci * N, mask=cmask[:, None], other=0.0)
+            new_lam = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+            for n in tl.static_range(N):
+                sel = nidx[None, :] == n
+                An = tl.sum(tl.where(sel, A_k, 0.0), 1)
+                h0 = tl.sum(tl.where(sel, h_start, 0.0), 1)
+                lam0 = tl.sum(tl.where(sel, lam_carry, 0.0), 1)
+                Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p, mask=tmask,
+                             other=0.0).to(tl.float32)
+                Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p, mask=tmask,
+                             other=0.0).to(tl.float32)
+                x = du * Bn[None, :]
+                a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), x), 1, _combine)
+                h = x_s + a_s * h0[:, None]
+                # adjoint: lam_t = gy_t C_t + a_{t+1} lam_{t+1}  (a = 1 past the end)
+                a_next = tl.where(mn, tl.exp(dtn * An[:, None]), 1.0)
+                r_a, r_g = tl.associative_scan((a_next, gy * Cn[None, :]), 1, _combine,
+                                               reverse=True)
+                lam = r_g + r_a * lam0[:, None]
+                first = tl.sum(tl.where(j[None, :] == 0, lam, 0.0), 1)
+                new_lam = tl.where(sel, first[:, None], new_lam)
+                g_loga = lam * (h - x)  # = lam_t * a_t * h_{t-1}
+                gdt += g_loga * An[:, None]
+                gA_acc = tl.where(sel, gA_acc + tl.sum(g_loga * dt, 1)[:, None], gA_acc)
+                g_du += lam * Bn[None, :]
+                if GBC_ATOMIC:
+                    tl.atomic_add(gB_ptr + gbc_base + n * L + p, tl.sum(lam * du, 0), mask=tmask,
+                                  sem='relaxed')
+                    tl.atomic_add(gC_ptr + gbc_base + n * L + p, tl.sum(gy * h, 0), mask=tmask,
+                                  sem='relaxed')
+                else:
+                    tl.store(gB_ptr + gbc_base + n * L + p, tl.sum(lam * du, 0), mask=tmask)
+                    tl.store(gC_ptr + gbc_base + n * L + p, tl.sum(gy * h, 0), mask=tmask)
+            lam_carry = new_lam
+            gdt += g_du * u
             gu += g_du * dt
-            gA_acc += tl.sum(g_loga * dt[:, None, :], 2)
-            gB_t = tl.sum(lam * du[:, None, :], 0)
-            gC_t = tl.sum(gy[:, None, :] * h, 0)
-            gbc_off = gbc_base + nidx[:, None] * L + p[None, :]
-            if GBC_ATOMIC:
-                tl.atomic_add(gB_ptr + gbc_off, gB_t, mask=tmask[None, :], sem='relaxed')
-                tl.atomic_add(gC_ptr + gbc_off, gC_t, mask=tmask[None, :], sem='relaxed')
-            else:
-                tl.store(gB_ptr + gbc_off, gB_t, mask=tmask[None, :])
-                tl.store(gC_ptr + gbc_off, gC_t, mask=tmask[None, :])
             if SOFTPLUS:
                 gdt = gdt * tl.sigmoid(dt_pre)
             gdt = tl.where(m2, gdt, 0.0)
@@ -282,6 +312,9 @@ def _bwd_kernel(
                      mask=m2)
             if K == 1:
                 tl.store(gu_ptr + y_off, gu.to(gu_ptr.dtype.element_ty), mask=m2)
+            elif SPLIT_K:
+                a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
+                tl.atomic_add(gacc_ptr + a_off, gu, mask=m2, sem='relaxed')
             else:
                 a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
                 if k == 0:
@@ -297,28 +330,65 @@ def _bwd_kernel(
                  mask=cmask[:, None])
         tl.store(gD_ptr + b * K * CH + arow, gD_acc, mask=cmask)
         tl.store(gbias_ptr + b * K * CH + arow, gbias_acc, mask=cmask)
-        if K > 1:
+        if K > 1 and not SPLIT_K:
             tl.debug_barrier()
 
 
-def _pick_config(N, HD, L, K=1, channels_contiguous=False):
-    """Launch configuration: BLOCK_D (a power of two dividing HD), BLOCK_L, num_warps, and
-    whether gB/gC are reduced over channel blocks with atomics. Few channels per program and long
-    chunks give the most programs in flight (the scan is latency-bound); see
-    docs/benchmarks_ops.md for the sweep these defaults come from."""
-    if L <= 1024:  # short sequences (MambaVision windows): one chunk
+#: the cross op splits its directions (and narrows channels-last blocks to 2 channels) when it
+#: would launch fewer programs than this per SM (each program walks its sequence serially: too
+#: few programs and the GPU idles -- VMamba at 1344x800 batch 2 launched 24 programs of
+#: 4 x 67 200 tokens each)
+MIN_PROGRAMS_PER_SM = 2
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device):
+    if device.type != 'cuda':  # Triton's CPU interpreter: assume an H100/H200-sized GPU
+        return 132
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None):
+    """Launch configuration: BLOCK_D (a power of two dividing HD), BLOCK_L, num_warps, whether
+    gB/gC are reduced over channel blocks with atomics (else per-block rows summed after), and
+    for the cross op (K = 4) ``split``: one direction per program, the four summed with fp32
+    atomics, instead of one program walking all four.
+
+    The defaults are the fastest forward+backward configurations of the sweeps recorded in
+    docs/benchmarks.md (H200): few channels per program and long chunks keep the most
+    programs in flight, which is what this latency-bound loop over chunks needs.
+    Cross op on channels-last maps (VMamba) with long sequences: directions split, 4 channels
+    per program (coalesced enough, 4x the programs of the former 8-channel fused form) -- the
+    fastest f+b at every VMamba-T stage-1..3 shape measured, 224^2 b64 to 1344x800 b2 -- and
+    2 channels when even that leaves fewer than ``MIN_PROGRAMS_PER_SM`` programs per SM.
+    Channels-first cross op: directions split only when the fused form has too few programs.
+    """
+    split = False
+    if L <= 1024:  # short sequences (MambaVision windows): a single chunk
         cfg = dict(BLOCK_D=2 if N <= 8 else 1, BLOCK_L=max(16, triton.next_power_of_2(L)),
                    num_warps=4, atomic=True)
     elif K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
-        cfg = dict(BLOCK_D=8, BLOCK_L=256, num_warps=4, atomic=True)
+        cfg = dict(BLOCK_D=4, BLOCK_L=256, num_warps=4, atomic=True)
+        split = True
     else:
         cfg = dict(BLOCK_D=1, BLOCK_L=512 if N <= 4 else 256, num_warps=2 if N <= 4 else 4,
                    atomic=True)
+    bd = cfg['BLOCK_D']
+    while HD % bd:
+        bd //= 2
+    if K > 1 and bsz is not None:
+        target = MIN_PROGRAMS_PER_SM * _sm_count(device)
+        if bsz * triton.cdiv(HD, bd) < target:
+            split = True
+        if split and channels_contiguous and bd > 2 and bsz * triton.cdiv(HD, bd) * K < target:
+            bd = 2
+    cfg['BLOCK_D'], cfg['split'] = bd, split
     cfg.update(CONFIG_OVERRIDE)
     bd = cfg['BLOCK_D']
     while HD % bd:
         bd //= 2
     cfg['BLOCK_D'] = bd
+    cfg['split'] = bool(cfg['split']) and K > 1
     return cfg
 
 
@@ -331,13 +401,16 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     """u3/z3/y3/acc3: (b, CH, L) views; dt4 (b, K, CH, L); B4/C4 (b, G, N, L) (any strides)."""
     bsz = u3.shape[0]
     N = A.shape[1]
-    cfg = _pick_config(N, HD, L, K, channels_contiguous=dt4.stride(2) == 1)
-    bd, bl = cfg['BLOCK_D'], cfg['BLOCK_L']
+    cfg = _pick_config(N, HD, L, K, channels_contiguous=dt4.stride(2) == 1, bsz=bsz,
+                       device=u3.device)
+    bd, bl, split = cfg['BLOCK_D'], cfg['BLOCK_L'], cfg['split']
+    if split:  # the directions add into acc3 with atomics
+        acc3.zero_()
     nchunk = triton.cdiv(L, bl)
     states = torch.empty(bsz, K, CH, nchunk, N, device=u3.device, dtype=torch.float32)
     last = torch.empty(bsz, CH, N, device=u3.device, dtype=torch.float32) if want_last else states
     dummy = states
-    grid = (triton.cdiv(CH, bd), bsz)
+    grid = (triton.cdiv(CH, bd), bsz, K if split else 1)
     _fwd_kernel[grid](
         u3, dt4, A, B4, C4, D if D is not None else dummy, bias if bias is not None else dummy,
         z3 if z3 is not None else dummy, y3, acc3 if acc3 is not None else dummy, states, last,
@@ -346,8 +419,10 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
         *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(y3),
         *(_strides3(acc3) if acc3 is not None else (0, 0, 0)),
         N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
-        HAS_Z=z3 is not None, SOFTPLUS=softplus, STORE_LAST=want_last,
-        num_warps=cfg['num_warps'])
+        HAS_Z=z3 is not None, SOFTPLUS=softplus, STORE_LAST=want_last, SPLIT_K=split,
+        KLOOP=1 if split else K, num_warps=cfg['num_warps'])
+    if split:
+        y3.copy_(acc3)
     return states, (last if want_last else None), cfg
 
 
@@ -360,7 +435,7 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     nblk = triton.cdiv(CH, bd)
     dev = u3.device
     ng = B4.shape[1]
-    atomic = cfg['atomic']
+    atomic, split = cfg['atomic'], cfg['split']
     if atomic:  # summed in the kernel: (b, NG, N, L)
         gB = torch.zeros(bsz, ng, N, L, device=dev, dtype=torch.float32)
     else:  # per channel block, summed here: (b, NBLK, K, N, L)
@@ -369,9 +444,14 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     gA = torch.empty(bsz, K * CH, N, device=dev, dtype=torch.float32)
     gD = torch.empty(bsz, K * CH, device=dev, dtype=torch.float32)
     gbias = torch.empty_like(gD)
-    gacc = torch.empty(bsz, CH, L, device=dev, dtype=torch.float32) if K > 1 else None
+    gacc = None
+    if split:  # fp32 sum of the directions' gu by atomics (zeroed), in gu3's layout
+        gacc = torch.zeros(bsz, L, CH, device=dev, dtype=torch.float32).transpose(1, 2) \
+            if gu3.stride(1) == 1 else torch.zeros(bsz, CH, L, device=dev, dtype=torch.float32)
+    elif K > 1:
+        gacc = torch.empty(bsz, CH, L, device=dev, dtype=torch.float32)
     dummy = gA
-    _bwd_kernel[(nblk, bsz)](
+    _bwd_kernel[(nblk, bsz, K if split else 1)](
         u3, dt4, A, B4, C4, D if D is not None else dummy, bias if bias is not None else dummy,
         z3 if z3 is not None else dummy, gy3, states, glast if glast is not None else dummy,
         gu3, gacc if gacc is not None else dummy, gdt4, gB, gC,
@@ -382,7 +462,9 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
         *(_strides3(gacc) if gacc is not None else (0, 0, 0)),
         N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
         HAS_Z=z3 is not None, SOFTPLUS=softplus, HAS_GLAST=glast is not None,
-        GBC_ATOMIC=atomic, num_warps=cfg['num_warps'])
+        GBC_ATOMIC=atomic, SPLIT_K=split, KLOOP=1 if split else K, num_warps=cfg['num_warps'])
+    if split:
+        gu3.copy_(gacc)
     if not atomic:
         if K == 1:  # plain scan: channel blocks of one group are consecutive
             gB = gB.view(bsz, ng, nblk // ng, N, L).sum(2)
@@ -411,7 +493,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
                                         l, 1, 1, d, d // g, 1, delta_softplus, return_last_state)
         ctx.save_for_backward(u, delta, Af, Bg, Cg, Df, z, biasf, states)
         ctx.meta = (delta_softplus, cfg, g, B.dim(), A.dtype, B.dtype, C.dtype,
-                    None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
+                    None if D is None else D.dtype,
+                    None if delta_bias is None else delta_bias.dtype)
         ctx.set_materialize_grads(False)  # an unused last state brings no gradient
         return (y, last) if return_last_state else y
 
@@ -472,7 +555,8 @@ class _CrossScanTriton(torch.autograd.Function):
                                      d, 4, delta_softplus, False)
         ctx.save_for_backward(x, delta, Af, B, C, Df, biasf, states)
         ctx.meta = (delta_softplus, channels_last, cfg, hh, ww, A.dtype,
-                    None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
+                    None if D is None else D.dtype,
+                    None if delta_bias is None else delta_bias.dtype)
         return y
 
     @staticmethod

@@ -11,8 +11,14 @@ Design points:
 - The token map stays NHWC between blocks (no cls token: it is dropped on loading, as in
   ViTDet), so windowing is a reshape and global attention a free ``view``.
 - Position embeddings are stored at the pre-training grid (``pretrain_img_size // 16``) and
-  resampled bicubically (timm's ``resample_abs_pos_embed``) to the actual grid on every forward,
-  so any input size works; inputs are zero-padded to a multiple of the patch size (ceil-div grid).
+  resampled bicubically (timm's ``resample_abs_pos_embed``) to the actual grid, once per forward
+  (not at all when the grid is the pre-training grid; cached between no-grad forwards until the
+  parameter changes), so any input size works; inputs are zero-padded to a multiple of the patch
+  size (ceil-div grid).
+- Speed: the token map is made contiguous NHWC once after the patch embedding (timm's NHWC
+  patch embedding is a permuted view of the conv's NCHW output; left so, every LayerNorm and
+  Linear of every block would copy it), and a window that covers the whole map skips the
+  partition (same attention as global).
   Without antialiasing by default, as ViTDet and mmseg resize them (timm's classifier with
   ``dynamic_img_size`` antialiases, which in PyTorch is a different bicubic kernel).
 - ``window_size > 0``: ViTDet windowed attention in every block except ``global_blocks``. As in
@@ -74,7 +80,8 @@ class ViTBlock(Block):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         y = self.norm1(x)
-        if self.window_size:
+        # a window clipped to the map is one window over the whole map: global attention
+        if self.window_size and (self.window_size < H or self.window_size < W):
             window = (min(self.window_size, H), min(self.window_size, W))
             y, padded_hw = window_partition(y, window)
             y = window_unpartition(self.attn(y), window, padded_hw, (H, W))
@@ -204,14 +211,31 @@ class ViT(DenseBackbone):
 
     # --- forward ----------------------------------------------------------------------------
     def _pos_embed(self, hw: tuple) -> torch.Tensor:
-        pos = resample_abs_pos_embed(self.pos_embed, new_size=list(hw),
-                                     old_size=self.patch_embed.grid_size, num_prefix_tokens=0,
-                                     antialias=self.pos_embed_antialias)
-        return pos.view(1, hw[0], hw[1], -1)
+        """The position embedding at grid ``hw`` as (1, h, w, C)."""
+        hw = tuple(hw)
+        pos = self.pos_embed
+        if hw == tuple(self.patch_embed.grid_size):
+            return pos.view(1, hw[0], hw[1], -1)
+        # Without autograd the resampled table can be reused until the parameter changes
+        # (in-place optimizer/loading updates bump its version counter).
+        cacheable = not (torch.is_grad_enabled() and pos.requires_grad)
+        key = (hw, pos._version, pos.data_ptr(), pos.device, pos.dtype, self.pos_embed_antialias)
+        cached = getattr(self, '_pos_cache', None)
+        if cacheable and cached is not None and cached[0] == key:
+            return cached[1]
+        pos = resample_abs_pos_embed(pos, new_size=list(hw), old_size=self.patch_embed.grid_size,
+                                     num_prefix_tokens=0, antialias=self.pos_embed_antialias)
+        pos = pos.view(1, hw[0], hw[1], -1)
+        if cacheable:
+            self._pos_cache = (key, pos.detach())
+        return pos
 
     def forward_features(self, x: torch.Tensor) -> list:
-        x = self.patch_embed(x)  # (B, ceil(H/16), ceil(W/16), C)
-        x = x + self._pos_embed(x.shape[1:3])
+        x = self.patch_embed(x)  # (B, ceil(H/16), ceil(W/16), C): a permuted view of NCHW
+        # pos + x (this order) writes a contiguous NHWC result in the same single pass
+        x = self._pos_embed(x.shape[1:3]) + x
+        if not x.is_contiguous():  # (e.g. batch 1) make the trunk's layout contiguous once
+            x = x.contiguous()
         outs = []
         last = self.num_stages - 1
         for i, blk in enumerate(self.blocks):
