@@ -16,7 +16,7 @@ TINY = {
                         window_size=(8, 8, 4, 2)),
     'MLLA': dict(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))),
     'MViTv2': dict(arch=dict(depths=(1, 1, 1, 1), embed_dim=16, num_heads=1)),
-    'ViT': dict(arch=dict(embed_dim=32, depth=4, num_heads=2, global_blocks=(1, 3))),
+    'ViT': dict(arch=dict(embed_dim=32, depth=12, num_heads=2, global_blocks=(2, 5, 8, 11))),
 }
 CONFIGS = [
     'configs/maskrcnn_vmamba_t_1x_coco.py',

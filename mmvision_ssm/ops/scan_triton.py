@@ -6,11 +6,13 @@ chunk with ``tl.associative_scan`` (one 2-D scan per state index) and carries th
 between chunks in registers. The forward writes the state at every chunk start (b, K, d, chunks, n),
 so the backward recomputes h chunk by chunk while it runs the adjoint recurrence backwards.
 
-Cross (VMamba) mode: K = 4 directions in the same program, each traversing the (h, w) map in its
-own order straight from the spatial layout (no cross-scan copies). The four directions' outputs
-are summed in an fp32 scratch the program itself owns; its slice (BLOCK_D channels x h*w) is
-small, so the later directions can find it and x in L2 rather than HBM (the design intent; the
-measured bandwidth is in docs/benchmarks.md).
+Cross (VMamba) mode: K = 4 directions, each traversing the (h, w) map in its own order straight
+from the spatial layout (no cross-scan copies). Two launch forms (``_pick_config`` chooses):
+fused -- the four directions in the same program, summed in an fp32 scratch the program itself
+owns (x and the scratch stay in L2); split -- one direction per program (grid axis 2), summed
+into a zeroed fp32 scratch with atomics: 4x the programs, which is what small batches at high
+resolution need (each program's walk over its sequence is serial, so few programs leave the
+GPU idle). Measurements: docs/benchmarks.md.
 """
 import functools
 
