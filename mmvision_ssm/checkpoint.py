@@ -120,3 +120,10 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
     if logger is not None:
         logger(f'{type(model).__name__}: {report.summary()}')
     return report
+
+
+def save_converted(dst: str, state_dict: dict, meta: dict) -> None:
+    """Write a converted checkpoint as mmdet/mmseg expect it (``state_dict`` + ``meta``)."""
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save({'state_dict': state_dict, 'meta': meta}, dst)
+    print(f'wrote {len(state_dict)} tensors to {dst}')

@@ -178,11 +178,13 @@ def use_report_metrics(cfg: Config) -> None:
                 metric['type'] = swap[metric['type']]
 
 
-def init_environment() -> None:
+def init_environment(unsafe_load: bool = False) -> None:
     """Imports and patches every tool needs before a runner is built."""
     import mmvision_ssm  # noqa: F401  registers our modules, hooks and metrics
-    from .compat import install_mmengine_loader
+    from .compat import allow_unsafe_checkpoints, install_mmengine_loader
     install_mmengine_loader()
+    if unsafe_load:
+        allow_unsafe_checkpoints()
     os.environ.setdefault('MPLBACKEND', 'Agg')
 
 

@@ -1,6 +1,5 @@
 """Layer-wise lr decay: name -> layer id -> lr scale, and the mmengine constructor."""
 import pytest
-import torch
 from torch import nn
 
 from mmvision_ssm.models.backbones.mvit import MViTv2

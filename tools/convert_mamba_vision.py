@@ -19,7 +19,6 @@ unpickling; ``--unsafe-load`` lifts that for trusted files that store more than 
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 import warnings
@@ -27,7 +26,8 @@ import warnings
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmvision_ssm.checkpoint import extract_state_dict, read_checkpoint  # noqa: E402
+from mmvision_ssm.checkpoint import (extract_state_dict, read_checkpoint,  # noqa: E402
+                                     save_converted)
 from mmvision_ssm.models.backbones.mamba_vision import ARCH_SETTINGS, MambaVision  # noqa: E402
 
 _CANONICAL = ('T', 'T2', 'S', 'B', 'L', 'L2', 'L3')
@@ -87,11 +87,8 @@ def main(argv=None):
         from mmvision_ssm.compat import allow_unsafe_checkpoints
         allow_unsafe_checkpoints()
     state, arch, meta = convert(args.src, args.arch)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save({'state_dict': state,
-                'meta': dict(meta, arch=arch, source=osp.basename(args.src),
-                             converter='tools/convert_mamba_vision.py')}, args.dst)
-    print(f'wrote {len(state)} tensors to {args.dst}')
+    save_converted(args.dst, state, dict(meta, arch=arch, source=osp.basename(args.src),
+                                         converter='tools/convert_mamba_vision.py'))
 
 
 if __name__ == '__main__':

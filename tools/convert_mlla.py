@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmvision_ssm.checkpoint import extract_state_dict  # noqa: E402
+from mmvision_ssm.checkpoint import extract_state_dict, save_converted  # noqa: E402
 from mmvision_ssm.compat import safe_torch_load  # noqa: E402
 from mmvision_ssm.models.backbones.mlla import MLLA, infer_arch  # noqa: E402
 
@@ -72,12 +72,9 @@ def main(argv=None):
         from mmvision_ssm.compat import allow_unsafe_checkpoints
         allow_unsafe_checkpoints()
     state, arch, initialised = convert(args.src, args.arch, args.key)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save({'state_dict': state,
-                'meta': dict(arch=arch, source=osp.basename(args.src), weights_key=args.key,
-                             initialised=list(initialised), converter='tools/convert_mlla.py')},
-               args.dst)
-    print(f'wrote {len(state)} tensors to {args.dst}')
+    save_converted(args.dst, state, dict(arch=arch, source=osp.basename(args.src),
+                                         weights_key=args.key, initialised=list(initialised),
+                                         converter='tools/convert_mlla.py'))
 
 
 if __name__ == '__main__':

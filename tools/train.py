@@ -36,10 +36,7 @@ def main(argv=None):
     from mmengine.runner import Runner
 
     from mmvision_ssm import runner_utils as ru
-    ru.init_environment()
-    if args.unsafe_load:
-        from mmvision_ssm.compat import allow_unsafe_checkpoints
-        allow_unsafe_checkpoints()
+    ru.init_environment(unsafe_load=args.unsafe_load)
     try:
         cfg = ru.load_config(args.config, args.cfg_options)
         cfg.launcher = args.launcher

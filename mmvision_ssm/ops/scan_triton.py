@@ -174,7 +174,6 @@ def _bwd_kernel(
     (gdt) the sdt_* strides. gB/gC/gA/gD/gbias are per-program partial sums (fp32)."""
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    nblk = tl.num_programs(0)
     c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = c < CH
     nidx = tl.arange(0, N)
@@ -505,7 +504,6 @@ class _SelectiveScanTriton(torch.autograd.Function):
         u, delta, Af, Bg, Cg, Df, z, biasf, states = ctx.saved_tensors
         softplus, cfg, g, bdim, a_dt, b_dt, c_dt, d_dt, bias_dt = ctx.meta
         b, d, l = u.shape
-        n = Af.shape[1]
         gy = torch.zeros_like(u) if gy is None else gy.contiguous()
         glast = glast.float().contiguous() if glast is not None else None
         gu = torch.empty_like(u)

@@ -25,10 +25,11 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp
 from torch import nn
 
 from ...checkpoint import CheckpointMismatchError
+from ..layers import init_linear_and_layernorm
 from .base import DenseBackbone, check_arch
 
 __all__ = ['MLLA', 'MLLABlock', 'LinearAttention', 'infer_arch', 'rope_tables', 'stage_context']
@@ -332,19 +333,8 @@ class MLLA(DenseBackbone):
             for i in range(self.num_stages))
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
-        self.apply(self._init_module)
+        self.apply(init_linear_and_layernorm)
         self._finish_init()
-
-    @staticmethod
-    def _init_module(m: nn.Module):
-        # the official initialisation (convs keep PyTorch's default)
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def _stem_modules(self):
         return [self.patch_embed]

@@ -29,11 +29,12 @@ from typing import Mapping
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...ops import cross_selective_scan
+from ..layers import init_linear_and_layernorm
 from .base import DenseBackbone, check_arch
 
 # Official VMamba uses torch's default LayerNorm eps everywhere (ln and ln2d).
@@ -341,18 +342,8 @@ class VMamba(DenseBackbone):
         self.out_norms = nn.ModuleList(
             nn.LayerNorm(self.dims[i], eps=LN_EPS) if i in self.out_indices else nn.Identity()
             for i in range(self.num_stages))
-        self.apply(self._init_weights)
+        self.apply(init_linear_and_layernorm)
         self._finish_init()
-
-    @staticmethod
-    def _init_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     # --- DenseBackbone hooks ---
     def _stem_modules(self):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..backbones.mlla import MLLA, MLLABlock, stage_context
+from ..backbones.mlla import MLLABlock, stage_context
+from ..layers import init_linear_and_layernorm
 
 __all__ = ['MLLAttention']
 
@@ -38,7 +39,7 @@ class MLLAttention(nn.Module):
         self.channels, self.num_heads, self.with_cp = channels, num_heads, with_cp
         self.block = MLLABlock(channels, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                                drop_path=drop_path)
-        self.block.apply(MLLA._init_module)
+        self.block.apply(init_linear_and_layernorm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.channels:
