@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -54,8 +55,10 @@ def _history_buffer_getattr_factory(history_buffer_cls):
 
 
 def safe_globals() -> list:
-    """The non-tensor types found in mmengine's own checkpoints (and harmless to rebuild)."""
-    allowed = _numpy_globals()
+    """The non-tensor types found in mmengine's own checkpoints (and harmless to rebuild), plus
+    the yacs ``config`` that official Swin-lineage training checkpoints (VMamba, MLLA) pickle:
+    it is rebuilt as a plain ``OrderedDict`` (same items, no yacs import, no code run)."""
+    allowed = _numpy_globals() + [(OrderedDict, 'yacs.config.CfgNode')]
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
     except ImportError:

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from mmvision_ssm.checkpoint import CheckpointMismatchError
-from mmvision_ssm.models.backbones.vmamba import (ARCH_SETTINGS, VMamba, infer_arch,
-                                                  read_official_file)
+from mmvision_ssm.compat import safe_torch_load
+from mmvision_ssm.models.backbones.vmamba import ARCH_SETTINGS, VMamba, infer_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = json.loads((ROOT / 'tests' / 'data' / 'vmamba_tiny_official_keys.json').read_text())
@@ -264,6 +264,6 @@ def test_convert_tool_writes_a_strictly_loadable_file(tmp_path, monkeypatch):
     # the official file itself works as init_cfg too, with the 'model' (not EMA) weights
     direct = _empty('v0_tiny', init_cfg=dict(type='Pretrained', checkpoint=str(src)))
     direct.init_weights()
-    assert read_official_file(src)['config']['MODEL']['TYPE'] == 'vssm'  # yacs read as a dict
+    assert safe_torch_load(src)['config']['MODEL']['TYPE'] == 'vssm'  # yacs read as a dict
     torch.testing.assert_close(direct.state_dict()['stages.0.blocks.1.ssm.x_proj_weight'],
                                official['layers.0.blocks.1.self_attention.x_proj_weight'])

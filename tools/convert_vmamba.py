@@ -24,12 +24,12 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmvision_ssm.checkpoint import extract_state_dict, save_converted  # noqa: E402
-from mmvision_ssm.models.backbones.vmamba import (ARCH_SETTINGS, VMamba, infer_arch,  # noqa: E402
-                                                  read_official_file)
+from mmvision_ssm.compat import safe_torch_load  # noqa: E402
+from mmvision_ssm.models.backbones.vmamba import ARCH_SETTINGS, VMamba, infer_arch  # noqa: E402
 
 
 def convert(src: str, arch: str | None = None, key: str = 'model') -> tuple[dict, str, list]:
-    obj = read_official_file(src)
+    obj = safe_torch_load(src, map_location='cpu')
     if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
         obj = obj[key]
     elif key != 'model':

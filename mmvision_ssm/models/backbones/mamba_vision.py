@@ -16,9 +16,7 @@ Plain PyTorch + timm: no OpenMMLab import here.
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -370,16 +368,6 @@ class MambaVision(DenseBackbone):
                 key = re.sub(pattern, repl, key)
             out[key] = value
         return out
-
-    def load_pretrained(self, checkpoint, strict: bool = True, logger=print):
-        """As ``DenseBackbone.load_pretrained``, but a file's ``state_dict`` wins over its
-        ``state_dict_ema``, as in the official loaders (timm-style training files hold both)."""
-        if isinstance(checkpoint, (str, os.PathLike)) and os.path.isfile(checkpoint):
-            from ...compat import safe_torch_load
-            checkpoint = safe_torch_load(os.fspath(checkpoint), map_location='cpu')
-        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get('state_dict'), Mapping):
-            checkpoint = checkpoint['state_dict']
-        return super().load_pretrained(checkpoint, strict=strict, logger=logger)
 
     # --- forward ------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> tuple:

@@ -19,8 +19,6 @@ strictly through :meth:`MLLA.convert_checkpoint`.
 """
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -342,19 +340,6 @@ class MLLA(DenseBackbone):
     def _stage_modules(self, i: int):
         norm = getattr(self, f'norm{i}', None)
         return [self.layers[i]] + ([norm] if norm is not None else [])
-
-    def load_pretrained(self, checkpoint, strict: bool = True, logger=print):
-        """As :meth:`DenseBackbone.load_pretrained`, but the weights of a file holding several
-        copies are taken as the official downstream code takes them: ``state_dict``, else
-        ``model`` -- not the ``state_dict_ema`` that official training checkpoints also hold."""
-        if isinstance(checkpoint, (str, os.PathLike)) and os.path.isfile(checkpoint):
-            from ...compat import safe_torch_load
-            checkpoint = safe_torch_load(os.fspath(checkpoint), map_location='cpu')
-        if isinstance(checkpoint, Mapping):
-            key = next((k for k in ('state_dict', 'model')
-                        if isinstance(checkpoint.get(k), Mapping)), None)
-            checkpoint = checkpoint[key] if key else checkpoint
-        return super().load_pretrained(checkpoint, strict=strict, logger=logger)
 
     @classmethod
     def convert_checkpoint(cls, state_dict: dict) -> dict:

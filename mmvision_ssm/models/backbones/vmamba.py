@@ -22,9 +22,7 @@ Official -> ours key names are in :meth:`VMamba.convert_checkpoint`.
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections import OrderedDict
 from typing import Mapping
 
 import torch
@@ -366,15 +364,6 @@ class VMamba(DenseBackbone):
         return outs
 
     # --- official weights ---
-    def load_pretrained(self, checkpoint, strict: bool = True, logger=print):
-        """Like :meth:`DenseBackbone.load_pretrained`, but an official training checkpoint that
-        holds both ``model`` and ``model_ema`` gives ``model``, as the official loader does."""
-        if isinstance(checkpoint, (str, os.PathLike)):
-            checkpoint = read_official_file(checkpoint)
-        if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get('model'), Mapping):
-            checkpoint = checkpoint['model']
-        return super().load_pretrained(checkpoint, strict=strict, logger=logger)
-
     @classmethod
     def convert_checkpoint(cls, state_dict: dict) -> dict:
         """Official VMamba keys (current and older releases) -> ours. Keys already in our
@@ -415,21 +404,6 @@ def infer_arch(state_dict: Mapping) -> str:
             return name
     raise ValueError(f'VMamba: no arch has the layout of this checkpoint ({found}); valid archs '
                      f'are {sorted(ARCH_SETTINGS)}')
-
-
-def read_official_file(path) -> Mapping:
-    """Load a checkpoint file with the safe (weights-only) unpickler of :mod:`mmvision_ssm.compat`.
-
-    Official VMamba training checkpoints also pickle their yacs ``config``; it is read as a plain
-    ``OrderedDict`` (same items and attributes, no yacs import, no code run)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f'checkpoint not found: {path!r}. Check init_cfg.checkpoint / pretrained; the README '
-            '(model zoo) says where to download the official VMamba weights.')
-    from ...compat import safe_torch_load
-    with torch.serialization.safe_globals([(OrderedDict, 'yacs.config.CfgNode')]):
-        return safe_torch_load(path, map_location='cpu')
 
 
 _LINEAR_WEIGHTS = ('in_proj.weight', 'out_proj.weight', 'mlp.fc1.weight', 'mlp.fc2.weight',
