@@ -82,6 +82,43 @@ def time_iterations(step: Callable[[], None], iters: int, warmup: int,
     return times, time.perf_counter() - t_start
 
 
+def make_step(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str, dtype: str,
+              device: torch.device, loss_fn: Callable = default_loss,
+              make_input: Callable | None = None, in_channels: int = 3,
+              lr: float = 1e-4) -> tuple[Callable[[], None], object]:
+    """(step, optimizer): one inference or training iteration of ``model`` on a fixed random
+    batch (see :func:`measure` for the arguments); the optimizer is None for inference."""
+    model = model.to(device)
+    amp = DTYPES[dtype] != torch.float32
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    if make_input is None:
+        args = (torch.randn(batch, in_channels, *shape, generator=gen).to(device),)
+    else:
+        args = tuple(make_input(batch, tuple(shape), device))
+
+    def forward():
+        with torch.autocast(device.type, dtype=DTYPES[dtype], enabled=amp):
+            return model(*args)
+
+    if mode == 'infer':
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                forward()
+        return step, None
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                          momentum=0.9)
+
+    def train_step():
+        loss = loss_fn(forward())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return train_step, opt
+
+
 def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str = 'infer',
             dtype: str = 'fp32', iters: int = 20, warmup: int = 5, device=None,
             loss_fn: Callable = default_loss, make_input: Callable | None = None,
@@ -106,35 +143,8 @@ def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str 
         raise ValueError('iters must be >= 1 and warmup >= 0')
     device = torch.device(device if device is not None else
                           ('cuda' if torch.cuda.is_available() else 'cpu'))
-    model = model.to(device)
-    amp = DTYPES[dtype] != torch.float32
-    gen = torch.Generator(device='cpu').manual_seed(0)
-    if make_input is None:
-        x = torch.randn(batch, in_channels, *shape, generator=gen).to(device)
-        args = (x,)
-    else:
-        args = tuple(make_input(batch, tuple(shape), device))
-
-    def forward():
-        with torch.autocast(device.type, dtype=DTYPES[dtype], enabled=amp):
-            return model(*args)
-
-    if mode == 'infer':
-        model.eval()
-
-        def step():
-            with torch.no_grad():
-                forward()
-    else:
-        model.train()
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                              momentum=0.9)
-
-        def step():
-            loss = loss_fn(forward())
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+    step, opt = make_step(model, batch, shape, mode, dtype, device, loss_fn=loss_fn,
+                          make_input=make_input, in_channels=in_channels, lr=lr)
 
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -142,8 +152,7 @@ def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str 
         torch.cuda.reset_peak_memory_stats(device)
     times, total = time_iterations(step, iters, warmup, device)
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else None)
-    if mode == 'train':
-        del opt
+    del opt
     return dict(
         mode=mode, dtype=dtype, batch=batch, shape=list(shape), iters=iters, warmup=warmup,
         device=torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',

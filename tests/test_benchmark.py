@@ -151,3 +151,35 @@ def test_plot_from_merges_sweeps_and_refits(tmp_path):
     (rec,) = bench_cli.main(['--plot-from', str(a), str(b), '--fit-min', '256'])
     assert [p['size'] for p in rec['points']] == [64, 128, 256, 512, 1024]
     assert rec['exponent'] == pytest.approx(1.5, abs=1e-9)
+
+
+def test_make_step_trains_and_infers():
+    from mmvision_ssm.benchmark import make_step
+    model = TinyNet()
+    before = model.a.weight.detach().clone()
+    step, opt = make_step(model, 2, (8, 8), 'infer', 'fp32', torch.device('cpu'))
+    step()
+    assert opt is None and not model.training and torch.equal(model.a.weight, before)
+    step, opt = make_step(model, 2, (8, 8), 'train', 'fp32', torch.device('cpu'), lr=0.1)
+    step()
+    assert isinstance(opt, torch.optim.SGD) and model.training
+    assert not torch.equal(model.a.weight, before)  # one SGD step moved the weights
+
+
+def test_compare_and_profile_helpers():
+    import compare_backbones
+    import profile_backbone
+    assert compare_backbones.parse_case('train:64:224x320') == ('train', 64, (224, 320))
+    with pytest.raises(SystemExit, match='MODE:BATCH:HxW'):
+        compare_backbones.parse_case('train:64')
+    rows = [dict(model=m, round=r, mode='infer', batch=2, shape=[8, 8], img_per_s=v,
+                 latency_ms=1000 * 2 / v, peak_mem_gib=0.5)
+            for r, (a, b) in enumerate([(10, 30), (12, 20), (11, 25)]) for m, v in (('a', a), ('b', b))]
+    table, summary = compare_backbones.summarise(rows, ['a', 'b'], [('infer', 2, (8, 8))])
+    assert [s['img_per_s'] for s in summary] == [11, 25]  # medians over the rounds
+    assert summary[1]['ratio'] == pytest.approx(25 / 11) and '2.273x' in table
+    assert profile_backbone.categorise('_scan_fwd_kernel') == 'scan'  # ours (Triton)
+    assert profile_backbone.categorise('_ln_bwd_kernel') == 'normalisation'
+    assert profile_backbone.categorise('nvjet_sm90_tst_192x192') == 'gemm'
+    assert profile_backbone.categorise('vectorized_layer_norm_kernel') == 'normalisation'
+    assert profile_backbone.categorise('something_new') == 'other'

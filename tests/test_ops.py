@@ -196,6 +196,74 @@ def test_long_sequence_stability(dtype):
     assert rel_err(state.double(), want_state) <= tol
 
 
+# ------------------------------------------------------------------ torch backend internals
+
+
+@pytest.mark.parametrize('T', [1, 3, 4])
+@pytest.mark.parametrize('l', [1, 2, 3, 4, 5, 8, 9])
+def test_torch_backend_chunk_boundaries(monkeypatch, T, l):
+    """Forced chunk length T: l = T-1, T, T+1, multiples and l = 1 (padding, one chunk, the carry
+    across chunk ends in both directions) against the float64 reference, forward and backward."""
+    import mmvision_ssm.ops.scan_torch as scan_torch
+    nc = -(-l // T)
+    monkeypatch.setattr(scan_torch, '_chunking', lambda L, numel: (T, -(-L // T)))
+    for case in [(2, 4, l, 1, 2, False, True, True, True),
+                 (1, 3, l, 3, None, True, False, False, True)]:
+        inputs, softplus = make_inputs(case, SEED + l)
+        b, d, _, n = case[:4]
+        gen = torch.Generator().manual_seed(SEED - l)
+        grad_y = torch.randn(b, d, l, generator=gen, dtype=F64)
+        grad_state = torch.randn(b, d, n, generator=gen, dtype=F64)
+        want = run_scan(selective_scan_ref, inputs, softplus, F64, grad_y, grad_state)
+        got = run_scan(selective_scan_torch, inputs, softplus, F64, grad_y, grad_state)
+        assert_close(got, want, 1e-10, f'torch backend, chunks of {T} x {nc}, l={l}, case {case}')
+
+
+def test_softplus_accuracy():
+    """The vectorised softplus against log1p(exp(x)) in float64: a few ulp times (4 + |x|) -- the
+    argument of its exp2 is x * log2(e), rounded -- over the normal range, tails included."""
+    from mmvision_ssm.ops.scan_torch import _softplus
+    gen = torch.Generator().manual_seed(SEED)
+    for dtype, lo in [(F64, -700.0), (torch.float32, -80.0)]:
+        x = torch.cat([torch.linspace(lo, 100, 20001, dtype=F64),
+                       torch.randn(10000, generator=gen, dtype=F64) * 8]).to(dtype)
+        got = _softplus(x, *(torch.empty_like(x) for _ in range(3))).double()
+        xd = x.double()
+        want = torch.where(xd > 40, xd, torch.log1p(torch.exp(xd)))
+        err = (got - want).abs() / want
+        bound = 2 * torch.finfo(dtype).eps * (4 + xd.abs())
+        worst = int((err / bound).argmax())
+        assert bool((err <= bound).all()), (f'{dtype}: rel. error {float(err[worst]):.3g} at '
+                                            f'x={float(xd[worst])}')
+
+
+def test_torch_backend_scratch_reuse():
+    """CPU scratch buffers kept between calls: a smaller call after a larger one (views into the
+    same storage) and the reverse give exactly the results of a fresh start."""
+    from mmvision_ssm.ops.scan_torch import _SCRATCH, release_scratch
+    big = make_inputs((2, 8, 300, 4, 2, True, True, True, True), SEED)
+    small = make_inputs((1, 4, 33, 4, None, False, True, False, True), SEED + 1)
+    gy = {id(big): torch.randn(2, 8, 300, dtype=F64), id(small): torch.randn(1, 4, 33, dtype=F64)}
+    gs = {id(big): torch.randn(2, 8, 4, dtype=F64), id(small): torch.randn(1, 4, 4, dtype=F64)}
+
+    def run(case):
+        inputs, softplus = case
+        return run_scan(selective_scan_torch, inputs, softplus, torch.float32, gy[id(case)],
+                        gs[id(case)])
+
+    fresh = {}
+    for case in (big, small):
+        release_scratch()
+        fresh[id(case)] = run(case)
+    assert _SCRATCH.bufs  # kept after the call
+    for case in (big, small, big):
+        got = run(case)
+        for k, v in fresh[id(case)].items():
+            assert torch.equal(got[k], v), k
+    release_scratch()
+    assert not _SCRATCH.bufs
+
+
 # --------------------------------------------------------------------------- dispatcher
 
 

@@ -69,10 +69,15 @@ SCRIPT = textwrap.dedent('''
     cpu = torch.device('cpu')
     assert st._pick_config(1, 96, 67200, 4, False, bsz=2, device=cpu)['split']
     assert not st._pick_config(1, 96, 3136, 4, False, bsz=64, device=cpu)['split']
+    # channels-last: 8 channels per program while that leaves >= 2.5 programs per SM, then 4
+    # (>= 1 per SM), then 2; the interpreter counts 132 SMs
     cfg = st._pick_config(1, 96, 67200, 4, True, bsz=2, device=cpu)
-    assert cfg['split'] and cfg['BLOCK_D'] == 2
+    assert cfg['split'] and cfg['BLOCK_D'] == 4 and cfg['BLOCK_L'] == 256
     cfg = st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cpu)
-    assert cfg['split'] and cfg['BLOCK_D'] == 4
+    assert cfg['split'] and cfg['BLOCK_D'] == 8
+    cfg = st._pick_config(1, 384, 196, 4, True, bsz=128, device=cpu)  # short: one chunk
+    assert cfg['split'] and cfg['BLOCK_D'] == 8 and cfg['BLOCK_L'] == 256
+    assert st._pick_config(1, 96, 67200, 4, True, bsz=1, device=cpu)['BLOCK_D'] == 2
     assert not st._pick_config(1, 96, 3136, 1, False, bsz=2, device=cpu)['split']  # plain scan
     st.CONFIG_OVERRIDE.update(BLOCK_L=16, BLOCK_D=2)   # several chunks and channel blocks
     worst = max(worst, plain(2, 4, 37, 3 + 1, 2, True, True))

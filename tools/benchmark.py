@@ -169,22 +169,29 @@ def _mamba_vision_stand_ins():
     return mods, fn
 
 
-def build_official_mamba_vision():
-    """Official MM_mamba_vision (T, windows 8/8/14/7, per-output LayerNorm2d) with mamba-ssm's
-    selective_scan_fn (MMVISION_SSM_MAMBA_SRC) and the real einops."""
+def _official_mamba_vision_module():
+    """The official mm_mamba_vision module (imports mamba_vision.py), with mamba-ssm's
+    selective_scan_fn (MMVISION_SSM_MAMBA_SRC) and the real einops; returns ({name: module}, fn)."""
     path = _snapshot('MMVISION_SSM_OFFICIAL_MAMBAVISION', 'mamba_vision')
     mods, fn = _mamba_vision_stand_ins()
     pkg = types.ModuleType('_official_mambavision')
     pkg.__path__ = [path]
     with mock.patch.dict(sys.modules, {**mods, '_official_mambavision': pkg}), \
             mock.patch('timm.models.registry.register_model', lambda f: f):
+        loaded = {}
         for name in ('registry', 'mamba_vision', 'mm_mamba_vision'):
             spec = importlib.util.spec_from_file_location(f'_official_mambavision.{name}',
                                                           osp.join(path, f'{name}.py'))
             module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
+            sys.modules[spec.name] = loaded[name] = module
             spec.loader.exec_module(module)
-    model = module.MM_mamba_vision(
+    return loaded, fn
+
+
+def build_official_mamba_vision():
+    """Official MM_mamba_vision (T, windows 8/8/14/7, per-output LayerNorm2d): the dense backbone."""
+    modules, fn = _official_mamba_vision_module()
+    model = modules['mm_mamba_vision'].MM_mamba_vision(
         window_size=[8, 8, 14, 7], out_indices=(0, 1, 2, 3), norm_layer='ln2d', dim=80,
         in_dim=32, depths=[1, 3, 8, 4], num_heads=[2, 4, 8, 16], mlp_ratio=4, drop_path_rate=0.2)
     model.note = f'selective_scan_fn: {fn.__module__}.{fn.__name__}'
@@ -203,8 +210,17 @@ def build_official_mlla():
                        num_heads=[2, 4, 8, 16], drop_path_rate=0.2)
 
 
+def build_official_mamba_vision_cls():
+    """Official classification MambaVision-T (``mamba_vision_T``: one output, BatchNorm, pooled
+    1000-class head): the model the issue's 224^2 reference numbers most likely timed."""
+    modules, fn = _official_mamba_vision_module()
+    model = modules['mamba_vision'].mamba_vision_T()
+    model.note = f'classification model; selective_scan_fn: {fn.__module__}.{fn.__name__}'
+    return model
+
+
 OFFICIAL = {'vmamba': build_official_vmamba, 'mamba_vision': build_official_mamba_vision,
-            'mlla': build_official_mlla}
+            'mamba_vision_cls': build_official_mamba_vision_cls, 'mlla': build_official_mlla}
 
 
 def build_timm(name):

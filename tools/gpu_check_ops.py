@@ -147,11 +147,32 @@ def check_cross(case, dtype, gen):
     return _errs(got, want)
 
 
+LN_CASES = [(37, 96), (4096, 96), (1000, 768), (5, 200), (257, 3)]  # (rows, width)
+
+
+def check_layer_norm(case, dtype, gen):
+    """The Triton LayerNorm kernels (called directly: the dispatcher sends inputs this small to
+    PyTorch) against F.layer_norm in float64: y, dx, dw, db."""
+    import torch.nn.functional as F
+    from mmvision_ssm.ops.layer_norm_triton import layer_norm_triton
+    M, C = case
+    x = torch.randn(M, C, generator=gen, dtype=torch.float64) * 2 + 0.5
+    w, b = (torch.randn(C, generator=gen, dtype=torch.float64) for _ in range(2))
+    cot = [torch.randn(M, C, generator=gen, dtype=torch.float64).cuda()]
+    x = x.to(dtype)  # the kernel sees dtype-rounded input; the reference the same values
+    want = run(lambda x, w, b: F.layer_norm(x, (C,), w, b, 1e-5),
+               dict(x=x.double().cuda(), w=w.cuda(), b=b.cuda()), {}, cot)
+    got = run(lambda x, w, b: layer_norm_triton(x, w, b, 1e-5, dtype),
+              dict(x=x.cuda(), w=w.float().cuda(), b=b.float().cuda()), {}, cot)
+    return _errs(got, want)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--out', default=None)
     parser.add_argument('--seed', type=int, default=random.SystemRandom().randrange(2**31))
     parser.add_argument('--quick', action='store_true', help='a subset (fewer Triton compiles)')
+    parser.add_argument('--only', choices=['plain', 'cross', 'lnorm'], help='one kind of check')
     args = parser.parse_args()
     print(f'seed {args.seed}; torch {torch.__version__}; {torch.cuda.get_device_name()}')
     gen = torch.Generator().manual_seed(args.seed)
@@ -174,6 +195,9 @@ def main():
 
     cases = [CASES[i] for i in (0, 1, 2, 4, 6, 7)] if args.quick else CASES
     cross_cases = [CROSS_CASES[i] for i in (0, 1, 3, 4, 5)] if args.quick else CROSS_CASES
+    if args.only:
+        cases = cases if args.only == 'plain' else []
+        cross_cases = cross_cases if args.only == 'cross' else []
     for case in cases:
         for dtype in (torch.float32, torch.bfloat16):
             for be in backends:
@@ -181,12 +205,15 @@ def main():
     for case in cross_cases:
         for dtype in (torch.float32, torch.bfloat16):
             record('cross', case, dtype, 'triton', lambda: check_cross(case, dtype, gen))
+    for case in LN_CASES if args.only in (None, 'lnorm') else []:
+        for dtype in (torch.float32, torch.bfloat16):
+            record('lnorm', case, dtype, 'triton', lambda: check_layer_norm(case, dtype, gen))
     # other launch configurations (several channel blocks, long chunks, atomic gB/gC reduction;
     # the cross op with its four directions in one program (split False) or one per program:
     # at these batch sizes the automatic choice is split, so the fused form is forced here)
     import mmvision_ssm.ops.scan_triton as st
     keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split')
-    for cfg in [(4, 128, 4, False, False)] if args.quick else [
+    for cfg in [] if args.only else [(4, 128, 4, False, False)] if args.quick else [
             (1, 1024, 4, True, False), (8, 256, 4, False, True), (1, 512, 2, True, False)]:
         st.CONFIG_OVERRIDE.update(zip(keys, cfg))
         for case in (CASES[2], CASES[4], CASES[6]):

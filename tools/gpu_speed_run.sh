@@ -13,19 +13,7 @@
 set -u
 #   OUT=/tmp/out bash tools/gpu_speed_run.sh part2   (second call: see below)
 export OUT=${OUT:-/tmp/speed_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-LOG=$OUT/run.log
-T_END=${T_END:-580}
-left() { echo $(( T_END - SECONDS )); }
-step() {  # step MAX_SECONDS name cmd...: run with min(MAX, time left) seconds
-  local max=$1 name=$2; shift 2
-  local t=$(( $(left) < max ? $(left) : max ))
-  if (( t < 15 )); then echo "=== SKIP $name (time left $(left) s)" | tee -a "$LOG"; return; fi
-  echo "=== $name (limit ${t}s, at ${SECONDS}s)" | tee -a "$LOG"
-  timeout "$t" "$@" 2>&1 | tee -a "$LOG"
-  echo "=== $name rc=${PIPESTATUS[0]} at ${SECONDS}s" | tee -a "$LOG"
-}
+source tools/gpu_common.sh
 if [[ "${1:-}" == "part2" ]]; then
   # Second call (what the first call's limits left out): (a') the 56x56 cross cases of
   # tools/gpu_check_ops.py (shipped default launch configs, both layouts, fp32 + bf16) -- alone
@@ -58,11 +46,6 @@ PY
   echo "=== done at ${SECONDS}s" | tee -a "$LOG"
   exit 0
 fi
-{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv
-  python3 -c "import torch, triton, timm, sys; print('python', sys.version.split()[0],
-    'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__,
-    'timm', timm.__version__)"
-  nproc; date -u; } 2>&1 | tee -a "$LOG"
 
 # (b) build in the background
 MB=/tmp/mb

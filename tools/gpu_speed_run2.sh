@@ -13,24 +13,7 @@
 #   OUT=/tmp/out T_END=470 bash tools/gpu_speed_run2.sh part2   (second call: see that branch)
 set -u
 export OUT=${OUT:-/tmp/speed_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-LOG=$OUT/run.log
-T_END=${T_END:-580}
-left() { echo $(( T_END - SECONDS )); }
-step() {  # step MAX_SECONDS name cmd...: run with min(MAX, time left) seconds
-  local max=$1 name=$2; shift 2
-  local t=$(( $(left) < max ? $(left) : max ))
-  if (( t < 15 )); then echo "=== SKIP $name (time left $(left) s)" | tee -a "$LOG"; return; fi
-  echo "=== $name (limit ${t}s, at ${SECONDS}s)" | tee -a "$LOG"
-  timeout "$t" "$@" 2>&1 | tee -a "$LOG"
-  echo "=== $name rc=${PIPESTATUS[0]} at ${SECONDS}s" | tee -a "$LOG"
-}
-{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv
-  python3 -c "import torch, triton, timm, sys; print('python', sys.version.split()[0],
-    'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__,
-    'timm', timm.__version__)"
-  nproc; date -u; } 2>&1 | tee -a "$LOG"
+source tools/gpu_common.sh
 
 MB=/tmp/mb
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then

@@ -47,8 +47,8 @@ from ..ops.flops import cross_selective_scan_flops, selective_scan_flop_handle
 
 # The backends' own autograd Functions: seen in a trace only when something calls a backend
 # directly instead of the dispatcher; counting them would miss the ops around them.
-BACKEND_SCAN_FUNCTIONS = ('LinearScan', '_SelectiveScanTriton', '_CrossScanTriton',
-                          'SelectiveScanFn', 'MambaInnerFn')
+BACKEND_SCAN_FUNCTIONS = ('LinearScan', 'SelectiveScanTorch', '_SelectiveScanTriton',
+                          '_CrossScanTriton', 'SelectiveScanFn', 'MambaInnerFn')
 
 
 def _absent(t):

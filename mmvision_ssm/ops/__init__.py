@@ -12,7 +12,7 @@ from .cross import check_cross_inputs, cross_merge, cross_scan, cross_selective_
 from .dispatch import BACKENDS, ENV_VAR, resolve_backend
 from .flops import cross_selective_scan_flops, selective_scan_flop_handle, selective_scan_flops
 from .scan_ref import selective_scan_ref
-from .scan_torch import selective_scan_torch
+from .scan_torch import release_scratch, selective_scan_torch
 
 
 def _scan_fn(name):
@@ -83,4 +83,5 @@ __all__ = [
     'BACKENDS', 'ENV_VAR', 'selective_scan', 'cross_scan', 'cross_merge', 'cross_selective_scan',
     'selective_scan_ref', 'selective_scan_torch', 'selective_scan_flops',
     'cross_selective_scan_flops', 'selective_scan_flop_handle', 'resolve_backend',
+    'release_scratch',
 ]

@@ -57,7 +57,7 @@ def _softplus(x):
 
 
 @triton.jit
-def _fwd_kernel(
+def _scan_fwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr,
         y_ptr, acc_ptr, st_ptr, last_ptr,
         L, HH, WW, CH, HD, NCHUNK,
@@ -159,7 +159,7 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _bwd_kernel(
+def _scan_bwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, gy_ptr, st_ptr, glast_ptr,
         gu_ptr, gacc_ptr, gdt_ptr, gB_ptr, gC_ptr, gz_ptr, gA_ptr, gD_ptr, gbias_ptr,
         L, HH, WW, CH, HD, NCHUNK, NBLK, NG,
@@ -335,11 +335,15 @@ def _bwd_kernel(
             tl.debug_barrier()
 
 
-#: the cross op splits its directions (and narrows channels-last blocks to 2 channels) when it
-#: would launch fewer programs than this per SM (each program walks its sequence serially: too
+#: the channels-first cross op splits its directions when it would launch fewer programs than
+#: this per SM (each program walks its sequence serially: too
 #: few programs and the GPU idles -- VMamba at 1344x800 batch 2 launched 24 programs of
 #: 4 x 67 200 tokens each)
 MIN_PROGRAMS_PER_SM = 2
+#: channels-last cross op: the fewest programs per SM at which BLOCK_D channels per program are
+#: used (else BLOCK_D halves): 8 channels need 2.5/SM (512^2 b8 stage 1: 384 programs on
+#: 132 SMs, 8 channels 0.42 / 2.04 ms vs 4 channels 0.65 / 2.21), 4 need 1/SM
+CL_PROGRAMS_PER_SM = {8: 2.5, 4: 1.0}
 
 
 @functools.lru_cache(maxsize=None)
@@ -356,21 +360,23 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     atomics, instead of one program walking all four.
 
     The defaults are the fastest forward+backward configurations of the sweeps recorded in
-    docs/benchmarks.md (H200): few channels per program and long chunks keep the most
-    programs in flight, which is what this latency-bound loop over chunks needs.
-    Cross op on channels-last maps (VMamba) with long sequences: directions split, 4 channels
-    per program (coalesced enough, 4x the programs of the former 8-channel fused form) -- the
-    fastest f+b at every VMamba-T stage-1..3 shape measured, 224^2 b64 to 1344x800 b2 -- and
-    2 channels when even that leaves fewer than ``MIN_PROGRAMS_PER_SM`` programs per SM.
+    docs/benchmarks.md: few channels per program and long chunks keep the most programs in
+    flight, which is what this latency-bound loop over chunks needs.
+    Cross op on channels-last maps (VMamba), any length: directions split, 8 channels per
+    program (16-byte rows of bf16) when that still gives ``CL_PROGRAMS_PER_SM`` programs per
+    SM, else 4, else 2 (run E sweep, H100: at 224^2 b128 8 channels cut stage 1 to 1.15 / 4.98 ms
+    fwd / f+b from 1.60 / 6.34 with 4, and stage 3 (196 tokens) to 0.31 / 1.50 from 0.88 / 2.46
+    with the former fused 2-channel form; 1344x800 b2 keeps 4).
     Channels-first cross op: directions split only when the fused form has too few programs.
     """
     split = False
-    if L <= 1024:  # short sequences (MambaVision windows): a single chunk
+    if K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
+        cfg = dict(BLOCK_D=8, BLOCK_L=min(256, max(16, triton.next_power_of_2(L))), num_warps=4,
+                   atomic=True)
+        split = True
+    elif L <= 1024:  # short sequences (MambaVision windows): a single chunk
         cfg = dict(BLOCK_D=2 if N <= 8 else 1, BLOCK_L=max(16, triton.next_power_of_2(L)),
                    num_warps=4, atomic=True)
-    elif K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
-        cfg = dict(BLOCK_D=4, BLOCK_L=256, num_warps=4, atomic=True)
-        split = True
     else:
         cfg = dict(BLOCK_D=1, BLOCK_L=512 if N <= 4 else 256, num_warps=2 if N <= 4 else 4,
                    atomic=True)
@@ -378,11 +384,12 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     while HD % bd:
         bd //= 2
     if K > 1 and bsz is not None:
-        target = MIN_PROGRAMS_PER_SM * _sm_count(device)
-        if bsz * triton.cdiv(HD, bd) < target:
+        sms = _sm_count(device)
+        if channels_contiguous:
+            while bd > 2 and bsz * triton.cdiv(HD, bd) * K < CL_PROGRAMS_PER_SM[bd] * sms:
+                bd //= 2
+        elif bsz * triton.cdiv(HD, bd) < MIN_PROGRAMS_PER_SM * sms:
             split = True
-        if split and channels_contiguous and bd > 2 and bsz * triton.cdiv(HD, bd) * K < target:
-            bd = 2
     cfg['BLOCK_D'], cfg['split'] = bd, split
     cfg.update(CONFIG_OVERRIDE)
     bd = cfg['BLOCK_D']
@@ -412,7 +419,7 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     last = torch.empty(bsz, CH, N, device=u3.device, dtype=torch.float32) if want_last else states
     dummy = states
     grid = (triton.cdiv(CH, bd), bsz, K if split else 1)
-    _fwd_kernel[grid](
+    _scan_fwd_kernel[grid](
         u3, dt4, A, B4, C4, D if D is not None else dummy, bias if bias is not None else dummy,
         z3 if z3 is not None else dummy, y3, acc3 if acc3 is not None else dummy, states, last,
         L, HH, WW, CH, HD, nchunk,
@@ -452,7 +459,7 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     elif K > 1:
         gacc = torch.empty(bsz, CH, L, device=dev, dtype=torch.float32)
     dummy = gA
-    _bwd_kernel[(nblk, bsz, K if split else 1)](
+    _scan_bwd_kernel[(nblk, bsz, K if split else 1)](
         u3, dt4, A, B4, C4, D if D is not None else dummy, bias if bias is not None else dummy,
         z3 if z3 is not None else dummy, gy3, states, glast if glast is not None else dummy,
         gu3, gacc if gacc is not None else dummy, gdt4, gB, gC,

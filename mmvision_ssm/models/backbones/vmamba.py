@@ -10,7 +10,8 @@ Two families, both loading the official ImageNet checkpoints of MzeroMiko/VMamba
   with d_state 16, no MLP, a 4x4 patchify stem and Swin-style patch merging.
 
 Layout: tokens stay channels-last ``(B, H, W, C)`` from the stem to the outputs, so every linear
-layer and LayerNorm works on contiguous memory without permutes; the depthwise and strided convs
+layer and LayerNorm works on contiguous memory without permutes (the LayerNorms run on our
+kernels, :mod:`mmvision_ssm.ops.layer_norm`; those feeding a Linear emit the autocast dtype); the depthwise and strided convs
 see the same memory as a ``channels_last`` NCHW tensor (a free ``permute`` view). The four-way
 2D selective scan (SS2D) is one call of :func:`mmvision_ssm.ops.cross_selective_scan`: the
 per-direction projections that the official code applies after cross-scanning the tokens act on
@@ -32,7 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...ops import cross_selective_scan
-from ..layers import init_linear_and_layernorm
+from ..layers import LayerNorm, init_linear_and_layernorm
 from .base import DenseBackbone, check_arch
 
 # Official VMamba uses torch's default LayerNorm eps everywhere (ln and ln2d).
@@ -96,7 +97,7 @@ class PatchEmbedV1(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dims, eps=LN_EPS)
+        self.norm = LayerNorm(embed_dims, eps=LN_EPS)
 
     def forward(self, x):
         p = self.patch_size
@@ -114,10 +115,10 @@ class PatchEmbedV2(nn.Module):
         super().__init__()
         hidden = embed_dims // 2
         self.conv1 = nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1)
-        self.norm1 = nn.LayerNorm(hidden, eps=LN_EPS)
+        self.norm1 = LayerNorm(hidden, eps=LN_EPS, low_precision_output=True)
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(hidden, embed_dims, 3, stride=2, padding=1)
-        self.norm2 = nn.LayerNorm(embed_dims, eps=LN_EPS)
+        self.norm2 = LayerNorm(embed_dims, eps=LN_EPS)
 
     def forward(self, x):
         x = self.conv1(x.contiguous(memory_format=torch.channels_last))
@@ -132,7 +133,7 @@ class ConvDownsample(nn.Module):
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
         self.conv = nn.Conv2d(dim, out_dim, 3, stride=2, padding=1)
-        self.norm = nn.LayerNorm(out_dim, eps=LN_EPS)
+        self.norm = LayerNorm(out_dim, eps=LN_EPS)
 
     def forward(self, x):
         return self.norm(_to_nhwc(self.conv(_to_nchw(x))))
@@ -144,7 +145,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim, eps=LN_EPS)
+        self.norm = LayerNorm(4 * dim, eps=LN_EPS, low_precision_output=True)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x):
@@ -196,8 +197,10 @@ class SS2D(nn.Module):
         self.dt_proj_bias = nn.Parameter(torch.empty(k, inner))
         self.A_log = nn.Parameter(torch.empty(k * inner, self.d_state))
         self.D = nn.Parameter(torch.empty(k * inner))
-        self.out_norm = nn.LayerNorm(inner, eps=LN_EPS)
+        self.out_norm = LayerNorm(inner, eps=LN_EPS, low_precision_output=True)
         self.out_proj = nn.Linear(inner, dim, bias=False)
+        # masks the stacked dt projections into one block-diagonal weight (not a parameter)
+        self.register_buffer('direction_eye', torch.eye(k).view(k, 1, k, 1), persistent=False)
         self._init_ssm(dt_min, dt_max, dt_init_floor)
 
     @torch.no_grad()
@@ -225,8 +228,10 @@ class SS2D(nn.Module):
         x_dbl = F.linear(x, self.x_proj_weight.reshape(k * (r + 2 * n), d)).view(b, h, w, k, -1)
         dts, Bs, Cs = x_dbl.split([r, n, n], dim=-1)
         # all four dt projections as one GEMM with a block-diagonal weight: delta is written once,
-        # already in the (b, h, w, 4, d) layout the scan reads (the zero blocks add exact zeros)
-        dt_weight = torch.block_diag(*self.dt_proj_weight.unbind(0))  # (4d, 4r)
+        # already in the (b, h, w, 4, d) layout the scan reads (the zero blocks add exact zeros).
+        # The weight is one masked broadcast, (4, d, 1, r) x (4, 1, 4, 1) -> (4d, 4r): two
+        # kernels forward and backward, where torch.block_diag launches one per block.
+        dt_weight = (self.dt_proj_weight.unsqueeze(2) * self.direction_eye).view(k * d, k * r)
         delta = F.linear(dts.reshape(b, h, w, k * r), dt_weight).view(b, h, w, k, d)
         y = cross_selective_scan(
             x, delta, -torch.exp(self.A_log.float()), Bs, Cs, D=self.D.float(),
@@ -243,11 +248,11 @@ class VSSBlock(nn.Module):
 
     def __init__(self, dim: int, drop_path: float = 0.0, mlp_ratio: float = 4.0, **ssm_kwargs):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm1 = LayerNorm(dim, eps=LN_EPS, low_precision_output=True)
         self.ssm = SS2D(dim, **ssm_kwargs)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if mlp_ratio > 0:
-            self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+            self.norm2 = LayerNorm(dim, eps=LN_EPS, low_precision_output=True)
             self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
         else:
             self.norm2 = self.mlp = None
@@ -338,7 +343,7 @@ class VMamba(DenseBackbone):
                 downsample = down_cls(self.dims[i], self.dims[i + 1])
             self.stages.append(VSSStage(blocks, downsample, with_cp=with_cp))
         self.out_norms = nn.ModuleList(
-            nn.LayerNorm(self.dims[i], eps=LN_EPS) if i in self.out_indices else nn.Identity()
+            LayerNorm(self.dims[i], eps=LN_EPS) if i in self.out_indices else nn.Identity()
             for i in range(self.num_stages))
         self.apply(init_linear_and_layernorm)
         self._finish_init()

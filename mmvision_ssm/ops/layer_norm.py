@@ -1,0 +1,67 @@
+"""LayerNorm over the last dim with a chosen output dtype: Triton on CUDA, PyTorch elsewhere.
+
+Why not ``F.layer_norm``: under autocast it runs in float32 and returns float32, so a bf16
+channels-last map is first copied to fp32, normalised by ATen's kernel (slow for the small
+channel counts of vision backbones: one 96-wide row per thread block) and cast back to bf16 by
+the next Linear -- about 5x the bytes of one bf16 pass. The profile of VMamba-T (224^2 b128,
+bf16) put 28 % of the inference time there. The Triton kernels read the input once in its own
+dtype, compute in fp32 and write the output once in the dtype the caller asks for (the autocast
+dtype when a Linear consumes it, float32 when it starts a residual stream). Numerics match
+``F.layer_norm`` in float32 (tests/test_ops_layer_norm.py).
+"""
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+#: rows wider than this go to PyTorch (one row must fit in one Triton block)
+MAX_TRITON_WIDTH = 8192
+#: When the kernels run. A Triton launch costs ~0.1 ms of host time forward and ~0.3 ms
+#: backward on the device machines' CPUs (ATen's LayerNorm: 0.02 / 0.2 ms), and small batches
+#: and training steps are host-bound there. So inputs of at least MIN_TRITON_NUMEL elements
+#: use the kernels without autograd (where one saves ~0.1-0.6 ms of GPU time per call), and of
+#: at least MIN_TRITON_NUMEL_GRAD with autograd (fwd+bwd saves ~0.6 ms at 19M elements);
+#: smaller ones go to ATen (docs/benchmarks.md, runs E-G).
+MIN_TRITON_NUMEL = 1 << 22
+MIN_TRITON_NUMEL_GRAD = 1 << 24
+#: 'torch' forces the PyTorch path (to compare, or to rule the kernels out when debugging)
+ENV_VAR = 'MMVISION_SSM_LAYER_NORM'
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_available() -> bool:
+    from .dispatch import triton_importable
+    return triton_importable()
+
+
+def output_dtype(x: torch.Tensor, low_precision_output: bool) -> torch.dtype:
+    """The dtype a LayerNorm should return: ``F.layer_norm``'s under autocast (float32), or the
+    autocast dtype when ``low_precision_output`` (its consumer casts to that dtype anyway);
+    without autocast the input's dtype."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev) if low_precision_output else torch.float32
+    return x.dtype
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               eps: float = 1e-5, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """LayerNorm of ``x`` over its last dim with affine ``weight``/``bias``, computed in fp32
+    (float64 for float64 input), returned in ``out_dtype`` (default: x's dtype)."""
+    out_dtype = out_dtype or x.dtype
+    width = x.shape[-1]
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or (weight is not None and weight.requires_grad))
+    if (x.is_cuda and weight is not None and width <= MAX_TRITON_WIDTH
+            and x.numel() >= (MIN_TRITON_NUMEL_GRAD if grad else MIN_TRITON_NUMEL)
+            and x.dtype != torch.float64 and os.environ.get(ENV_VAR) != 'torch'
+            and _triton_available()):
+        from .layer_norm_triton import layer_norm_triton
+        return layer_norm_triton(x, weight, bias, eps, out_dtype)
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.autocast(x.device.type, enabled=False):
+        y = F.layer_norm(x.to(compute), (width,),
+                         None if weight is None else weight.to(compute),
+                         None if bias is None else bias.to(compute), eps)
+    return y.to(out_dtype)

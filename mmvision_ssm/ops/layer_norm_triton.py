@@ -1,0 +1,123 @@
+"""Triton LayerNorm kernels (forward and backward) for many short rows.
+
+One program normalises BLOCK_M rows at once (a (BLOCK_M, BLOCK_C) tile, BLOCK_C = the row width
+rounded up to a power of two), so rows of 96-768 channels still fill whole warps. The backward
+walks a strided set of row blocks per program and keeps the weight/bias gradient partial sums
+in registers; the host adds the per-program partials (a few hundred rows of C floats).
+"""
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+#: elements per program tile (rows x padded width)
+TILE = 4096
+
+
+@triton.jit
+def _ln_fwd_kernel(X, W, Bias, Y, Mean, Rstd, M, C, eps,
+                   HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_C)
+    rmask, cmask = rows < M, cols < C
+    m2 = rmask[:, None] & cmask[None, :]
+    off = rows[:, None] * C + cols[None, :]
+    x = tl.load(X + off, mask=m2, other=0.0).to(tl.float32)
+    mean = tl.sum(x, 1) / C
+    xc = tl.where(m2, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / C + eps)
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+    y = xc * rstd[:, None] * w[None, :]
+    if HAS_BIAS:
+        y += tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    tl.store(Y + off, y.to(Y.dtype.element_ty), mask=m2)
+    tl.store(Mean + rows, mean, mask=rmask)
+    tl.store(Rstd + rows, rstd, mask=rmask)
+
+
+@triton.jit
+def _ln_bwd_kernel(X, W, DY, Mean, Rstd, DX, DW, DB, M, C, ITERS,
+                   BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+    dw = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    db = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for it in range(ITERS):
+        rows = (it * nprog + pid).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rmask = rows < M
+        m2 = rmask[:, None] & cmask[None, :]
+        off = rows[:, None] * C + cols[None, :]
+        x = tl.load(X + off, mask=m2, other=0.0).to(tl.float32)
+        dy = tl.load(DY + off, mask=m2, other=0.0).to(tl.float32)
+        mean = tl.load(Mean + rows, mask=rmask, other=0.0)
+        rstd = tl.load(Rstd + rows, mask=rmask, other=0.0)
+        xhat = tl.where(m2, (x - mean[:, None]) * rstd[:, None], 0.0)
+        wdy = dy * w[None, :]
+        c1 = tl.sum(wdy * xhat, 1) / C
+        c2 = tl.sum(wdy, 1) / C
+        dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        tl.store(DX + off, dx.to(DX.dtype.element_ty), mask=m2)
+        dw += tl.sum(dy * xhat, 0)
+        db += tl.sum(dy, 0)
+    tl.store(DW + pid * C + cols, dw, mask=cmask)
+    tl.store(DB + pid * C + cols, db, mask=cmask)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device):
+    if device.type != 'cuda':  # Triton's CPU interpreter
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _blocks(C):
+    block_c = triton.next_power_of_2(C)
+    block_m = max(1, min(64, TILE // block_c))
+    warps = 4 if block_c * block_m <= 4096 else 8
+    return block_m, block_c, warps
+
+
+class _LayerNormTriton(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, out_dtype):
+        C = x.shape[-1]
+        x2 = x.reshape(-1, C).contiguous()
+        M = x2.shape[0]
+        y = torch.empty((M, C), device=x.device, dtype=out_dtype)
+        mean = torch.empty(M, device=x.device, dtype=torch.float32)
+        rstd = torch.empty_like(mean)
+        block_m, block_c, warps = _blocks(C)
+        _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
+            x2, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
+            HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+        ctx.save_for_backward(x2, weight, mean, rstd)
+        ctx.meta = (x.shape, x.dtype, bias is not None)
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, weight, mean, rstd = ctx.saved_tensors
+        shape, x_dtype, has_bias = ctx.meta
+        M, C = x2.shape
+        dy2 = dy.reshape(M, C).contiguous()
+        dx = torch.empty((M, C), device=x2.device, dtype=x_dtype)
+        block_m, block_c, warps = _blocks(C)
+        nblocks = triton.cdiv(M, block_m)
+        grid = max(1, min(nblocks, 4 * _sm_count(x2.device)))
+        iters = triton.cdiv(nblocks, grid)
+        dw = torch.empty((grid, C), device=x2.device, dtype=torch.float32)
+        db = torch.empty_like(dw)
+        _ln_bwd_kernel[(grid,)](x2, weight, dy2, mean, rstd, dx, dw, db, M, C, iters,
+                                BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+        gw = dw.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        gb = db.sum(0).to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
+        return dx.view(shape), gw, gb, None, None
+
+
+def layer_norm_triton(x, weight, bias, eps, out_dtype):
+    return _LayerNormTriton.apply(x, weight, bias, eps, out_dtype)

@@ -1,0 +1,97 @@
+"""The fast LayerNorm (mmvision_ssm.ops.layer_norm, models.layers.LayerNorm) against F.layer_norm.
+
+The Triton kernels run here through Triton's CPU interpreter (subprocess: the interpreter must be
+chosen before Triton compiles anything); tools/gpu_check_ops.py runs them compiled on a GPU.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmvision_ssm.models.layers import LayerNorm
+from mmvision_ssm.ops.layer_norm import layer_norm, output_dtype
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_torch_path_matches_layer_norm(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 7, 96, generator=g, dtype=dtype) * 3 + 1
+    w, b = torch.randn(96, generator=g, dtype=dtype), torch.randn(96, generator=g, dtype=dtype)
+    torch.testing.assert_close(layer_norm(x, w, b, 1e-5), F.layer_norm(x, (96,), w, b, 1e-5))
+
+
+def test_module_is_a_layernorm_with_the_same_state_dict():
+    ref, ours = torch.nn.LayerNorm(96, eps=1e-6), LayerNorm(96, eps=1e-6)
+    assert isinstance(ours, torch.nn.LayerNorm)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(4, 96)
+    with torch.no_grad():
+        ref.weight.normal_(), ref.bias.normal_()
+    ours.load_state_dict(ref.state_dict())
+    torch.testing.assert_close(ours(x), ref(x))
+    with pytest.raises(ValueError, match='last dim only'):
+        LayerNorm((4, 96))
+
+
+def test_output_dtype_under_autocast():
+    x = torch.randn(2, 8)
+    assert output_dtype(x, True) == torch.float32  # no autocast: the input's dtype
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert output_dtype(x, True) == torch.bfloat16
+        assert output_dtype(x, False) == torch.float32  # what F.layer_norm returns there
+        ln = LayerNorm(8, low_precision_output=True)
+        y = ln(x.bfloat16())
+        assert y.dtype == torch.bfloat16
+        ref = F.layer_norm(x.bfloat16().float(), (8,), ln.weight, ln.bias)
+        torch.testing.assert_close(y.float(), ref, atol=2e-2, rtol=1e-2)
+        assert LayerNorm(8)(x.bfloat16()).dtype == torch.float32
+
+
+SCRIPT = textwrap.dedent('''
+    import torch, torch.nn.functional as F
+    from mmvision_ssm.ops.layer_norm_triton import layer_norm_triton
+    g = torch.Generator().manual_seed(1)
+    worst = {}
+    for (M, C) in [(37, 96), (5, 200), (130, 7), (1, 1)]:
+        for bias in (True, False):
+            x = torch.randn(M, C, generator=g, dtype=torch.float64) * 2 + 0.5
+            w = torch.randn(C, generator=g, dtype=torch.float64)
+            b = torch.randn(C, generator=g, dtype=torch.float64) if bias else None
+            dy = torch.randn(M, C, generator=g, dtype=torch.float64)
+            leaves = [x, w] + ([b] if bias else [])
+            ref = [t.clone().requires_grad_() for t in leaves]
+            yr = F.layer_norm(ref[0], (C,), ref[1], ref[2] if bias else None, 1e-5)
+            gr = torch.autograd.grad((yr * dy).sum(), ref)
+            got = [t.float().clone().requires_grad_() for t in leaves]
+            y = layer_norm_triton(got[0], got[1], got[2] if bias else None, 1e-5, torch.float32)
+            gg = torch.autograd.grad((y.double() * dy).sum(), got)
+            for name, a, r in zip(['y', 'dx', 'dw', 'db'], [y, *gg], [yr, *gr]):
+                # C = 1: y = bias and dx = dw = 0 up to rounding; judge those against a floor
+                err = float((a.detach().double() - r).norm() / (r.norm() + 1e-3 * r.numel() ** 0.5))
+                key = f'{M}x{C} bias={bias} {name}'
+                worst[key] = err
+                assert torch.isfinite(a).all(), key
+    # bf16 in, bf16 out (what VMamba uses under autocast)
+    x = torch.randn(64, 96, generator=g)
+    w, b = torch.randn(96, generator=g), torch.randn(96, generator=g)
+    y = layer_norm_triton(x.bfloat16(), w, b, 1e-5, torch.bfloat16)
+    assert y.dtype == torch.bfloat16
+    yr = F.layer_norm(x.bfloat16().float(), (96,), w, b, 1e-5)
+    worst['bf16 y'] = float((y.float() - yr).norm() / yr.norm())
+    bad = {k: v for k, v in worst.items() if v > (1e-2 if 'bf16' in k else 1e-5)}
+    print('worst', max(worst.values()), 'bad', bad)
+    assert not bad, bad
+''')
+
+
+def test_triton_kernels_in_interpreter():
+    pytest.importorskip('triton')
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    res = subprocess.run([sys.executable, '-c', SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert 'worst' in res.stdout

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# One GPU measurement session on the device machine, as named steps (docs/benchmarks.md says
+# which steps each recorded run used). From the repo root, with .snap carried (official
+# snapshots + the mamba-ssm sdist) for the steps that compare against the official code:
+#   OUT=/tmp/out T_END=560 bash tools/gpu_session.sh build sweep ours224 official224 vit
+# Steps (each time-boxed to the time left before T_END seconds; results under $OUT):
+#   build        mamba-ssm for sm_90 in the background (official VMamba/MambaVision use it)
+#   check        tools/gpu_check_ops.py --quick (scan + cross kernels) and the LayerNorm kernels
+#   checkln      the LayerNorm kernels only
+#   checkcross   the cross-op kernels only (all six cases, float32 + bfloat16)
+#   sweep        tools/sweep_cross_op.py --quick: cross-op launch configurations per stage shape
+#   profile      tools/profile_backbone.py: kernel breakdown of ours VMamba-T at 224^2
+#   compile      ours VMamba-T and MLLA-T under torch.compile (benchmark harness)
+#   profiletrain kernel breakdown of a training step: ours VMamba-T, ours ViT-B, timm ViT-B
+#   overhead     host (CPU) time per op of a VMamba-T training step, and per call of our ops
+#   lnbench      our LayerNorm against nn.LayerNorm under bf16 autocast, forward and f+b
+#   vmamba224    ours VMamba-T only, 224^2 (infer b128, train b64)
+#   lnab         ours VMamba-T with our LayerNorm kernels vs PyTorch's, alternating, 2 rounds
+#   ours224      ours VMamba-T / MambaVision-T / MLLA-T, 224^2 (infer b128, train b64)
+#   official224  after the build: official VMamba-T, MambaVision-T (dense and classification)
+#                and MLLA-T next to ours, same run, 224^2
+#   hires        ours and official VMamba-T / MambaVision-T / MLLA-T, 1344x800 b2 and 512^2 b8
+#   prof_mv_hires  kernel and host-time breakdown, ours vs official MambaVision-T, 1344x800 b2
+#   cmp_vmamba, cmp_mv, cmp_mlla, cmp_vit
+#                tools/compare_backbones.py: ours next to the official code (timm for ViT-B and
+#                MViTv2-T), alternating, medians over rounds; 224^2, 1344x800 b2, 512^2 b8
+#   vit          ours ViT-B vs timm ViT-B, alternating, 3 rounds, equal drop-path (0.1)
+set -u
+export OUT=${OUT:-/tmp/session_out}
+STEP_FILTER="Warning|warn\(|_warn_once"
+source tools/gpu_common.sh
+
+MB=/tmp/mb
+BUILD=""
+wait_build() {  # use mamba-ssm when its build finished in time
+  if [[ -n "$BUILD" ]]; then
+    while kill -0 "$BUILD" 2>/dev/null && (( $(left) > 120 )); do sleep 2; done
+    tail -2 "$OUT/build.log" | tee -a "$LOG"
+  fi
+  local src
+  src=$(ls -d $MB/mamba_ssm-*/ 2>/dev/null | head -1)
+  if [[ -n "$src" ]] && ls "$src"/selective_scan_cuda*.so >/dev/null 2>&1; then
+    export MMVISION_SSM_MAMBA_SRC=${src%/}
+    export PYTHONPATH=$PWD:$MMVISION_SSM_MAMBA_SRC
+    return 0
+  fi
+  echo "mamba-ssm not built: official VMamba/MambaVision would fall back; skipping them" | tee -a "$LOG"
+  return 1
+}
+B224="--dtype bf16 --batch 128 --train-batch 64 --shape 224 224 --iters 20 --warmup 5"
+
+for s in "$@"; do
+  case $s in
+  build)
+    ( MAX_JOBS=12 bash tools/gpu_build_mamba_ssm.sh .snap/mamba/mamba_ssm-2.3.2.post1.tar.gz $MB \
+        > "$OUT/build.log" 2>&1; echo "build rc=$? at ${SECONDS}s" >> "$OUT/build.log" ) &
+    BUILD=$! ;;
+  check)
+    step 200 check_ops python3 tools/gpu_check_ops.py --quick --out "$OUT/check_ops.json" ;;
+  checkln)
+    step 60 check_ln python3 tools/gpu_check_ops.py --only lnorm --out "$OUT/check_ln.json" ;;
+  sweep)
+    step 220 sweep python3 tools/sweep_cross_op.py --quick --out "$OUT/sweep.json" \
+      --shapes "224 b128 s1" "1344x800 b2 s1" "512 b8 s1" "224 b128 s3" ;;
+  checkcross)
+    step 120 check_cross python3 tools/gpu_check_ops.py --only cross --out "$OUT/check_cross.json" ;;
+  profile)
+    step 60 profile python3 tools/profile_backbone.py --model ours:VMamba:tiny --batch 128 \
+      --out "$OUT/profile.json" --top 12 ;;
+  profiletrain)
+    step 90 profile_train python3 tools/profile_backbone.py --model ours:VMamba:tiny ours:ViT:base \
+      timm:vit_base_patch16_224 --mode train --batch 64 --out "$OUT/profile_train.json" --top 15 ;;
+  overhead)
+    step 90 overhead python3 tools/profile_backbone.py --model ours:VMamba:tiny --mode train \
+      --batch 64 --steps 3 --cpu-top 30 --top 5
+    step 60 launch python3 - <<'PY'
+import time, torch, torch.nn.functional as F
+from mmvision_ssm.ops.layer_norm import layer_norm
+from mmvision_ssm.ops import cross_selective_scan
+def host_us(fn, n=200):  # host time per call; the GPU work is tiny so the CPU is the limit
+    for _ in range(10): fn()
+    torch.cuda.synchronize(); t = time.perf_counter()
+    for _ in range(n): fn()
+    host = (time.perf_counter() - t) / n * 1e6
+    torch.cuda.synchronize()
+    return host
+x = torch.randn(64, 96, device='cuda', requires_grad=True)
+w, b = torch.ones(96, device='cuda', requires_grad=True), torch.zeros(96, device='cuda', requires_grad=True)
+g = torch.randn(64, 96, device='cuda')
+print(f'F.layer_norm fwd      {host_us(lambda: F.layer_norm(x, (96,), w, b)):8.1f} us')
+print(f'ours layer_norm fwd   {host_us(lambda: layer_norm(x, w, b)):8.1f} us')
+print(f'F.layer_norm f+b      {host_us(lambda: torch.autograd.grad(F.layer_norm(x, (96,), w, b), [x, w, b], g)):8.1f} us')
+print(f'ours layer_norm f+b   {host_us(lambda: torch.autograd.grad(layer_norm(x, w, b), [x, w, b], g)):8.1f} us')
+d, h, ww = 96, 8, 8
+xs = torch.randn(2, h, ww, d, device='cuda', requires_grad=True)
+dl = torch.randn(2, h, ww, 4, d, device='cuda', requires_grad=True)
+Bs = torch.randn(2, h, ww, 4, 1, device='cuda', requires_grad=True)
+Cs = torch.randn(2, h, ww, 4, 1, device='cuda', requires_grad=True)
+A = -torch.rand(4 * d, 1, device='cuda'); D = torch.ones(4 * d, device='cuda'); bias = torch.zeros(4 * d, device='cuda')
+f = lambda: cross_selective_scan(xs, dl, A, Bs, Cs, D=D, delta_bias=bias, channels_last=True)
+gy = torch.randn(2, h, ww, d, device='cuda')
+print(f'cross scan fwd        {host_us(f):8.1f} us')
+print(f'cross scan f+b        {host_us(lambda: torch.autograd.grad(f(), [xs, dl, Bs, Cs], gy)):8.1f} us')
+lin = torch.nn.Linear(96, 96).cuda()
+print(f'nn.Linear fwd         {host_us(lambda: lin(x)):8.1f} us')
+PY
+    ;;
+  lnbench)
+    step 60 lnbench python3 - <<'PY'
+import torch, torch.nn.functional as F
+from mmvision_ssm.models.layers import LayerNorm
+def t(fn, reps=20):
+    for _ in range(3): fn()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(); s.record()
+    for _ in range(reps): fn()
+    e.record(); torch.cuda.synchronize()
+    return s.elapsed_time(e) / reps
+for rows, c, dt in [(128 * 3136, 96, torch.float32), (128 * 3136, 96, torch.bfloat16),
+                    (64 * 196, 384, torch.float32)]:
+    x = torch.randn(rows, c, device='cuda', dtype=dt, requires_grad=True)
+    gy = torch.randn(rows, c, device='cuda', dtype=torch.bfloat16)
+    for name, m in (('torch', torch.nn.LayerNorm(c).cuda()), ('ours', LayerNorm(c, low_precision_output=True).cuda())):
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            f = t(lambda: m(x))
+            fb = t(lambda: torch.autograd.grad(m(x), [x, m.weight, m.bias], gy.to(m(x).dtype)))
+        print(f'{name:6s} ({rows}, {c}) {str(dt):15s} fwd {f:.3f} ms  f+b {fb:.3f} ms', flush=True)
+PY
+    ;;
+  vmamba224)
+    step 90 vmamba224 python3 tools/benchmark.py --backbone VMamba $B224 --out "$OUT/vmamba224.json" ;;
+  lnab)  # the same model with our LayerNorm kernels and with PyTorch's, alternating
+    for r in 1 2; do
+      step 60 "vmamba224_ln_ours_$r" python3 tools/benchmark.py --backbone VMamba $B224 \
+        --out "$OUT/lnab.json" --append
+      MMVISION_SSM_LAYER_NORM=torch step 60 "vmamba224_ln_torch_$r" python3 tools/benchmark.py \
+        --backbone VMamba $B224 --out "$OUT/lnab.json" --append
+    done ;;
+  ours224)
+    step 150 ours224 python3 tools/benchmark.py --backbone VMamba MambaVision MLLA $B224 \
+      --out "$OUT/ours224.json" ;;
+  official224)
+    if wait_build; then
+      step 240 official224 python3 tools/benchmark.py --backbone VMamba MambaVision \
+        --official vmamba mamba_vision mamba_vision_cls mlla $B224 --out "$OUT/official224.json"
+    fi ;;
+  hires)
+    if wait_build; then
+      step 150 hires python3 tools/benchmark.py --backbone VMamba MambaVision MLLA \
+        --official vmamba mamba_vision mlla --dtype bf16 --batch 2 --shape 800 1344 --iters 20 \
+        --warmup 3 --out "$OUT/hires.json"
+      step 100 train512 python3 tools/benchmark.py --backbone VMamba MambaVision MLLA \
+        --official vmamba mamba_vision mlla --dtype bf16 --batch 8 --shape 512 512 --mode train \
+        --iters 20 --warmup 3 --out "$OUT/hires.json" --append
+    fi ;;
+  compile)  # torch.compile'd ours against eager, benchmark harness
+    step 200 compile_vmamba python3 tools/benchmark.py --backbone VMamba $B224 --compile \
+      --warmup 8 --out "$OUT/compile.json"
+    step 200 compile_mlla python3 tools/benchmark.py --backbone MLLA $B224 --compile --warmup 8 \
+      --out "$OUT/compile.json" --append ;;
+  cmp_vmamba)  # alternating, medians over rounds (tools/compare_backbones.py)
+    if wait_build; then
+      step 200 cmp_vmamba python3 tools/compare_backbones.py --models ours:VMamba:tiny \
+        official:vmamba --case infer:128:224x224 --case train:64:224x224 \
+        --case infer:2:800x1344 --case train:2:800x1344 --case train:8:512x512 --rounds 3 \
+        --out "$OUT/cmp_vmamba.json"
+    fi ;;
+  cmp_mv)
+    if wait_build; then
+      step 150 cmp_mv python3 tools/compare_backbones.py --models ours:MambaVision:T \
+        official:mamba_vision official:mamba_vision_cls --case infer:128:224x224 \
+        --case train:64:224x224 --case infer:2:800x1344 --case train:2:800x1344 \
+        --case train:8:512x512 --rounds 3 --out "$OUT/cmp_mv.json"
+    fi ;;
+  prof_mv_hires)  # ours vs official MambaVision-T at 1344x800 b2 inference (host-bound there)
+    if wait_build; then
+      step 90 prof_mv_hires python3 tools/profile_backbone.py --model ours:MambaVision:T \
+        official:mamba_vision --mode infer --batch 2 --shape 800 1344 --top 8 --cpu-top 25
+    fi ;;
+  cmp_mlla)
+    step 150 cmp_mlla python3 tools/compare_backbones.py --models ours:MLLA:tiny official:mlla \
+      --case infer:128:224x224 --case train:64:224x224 --case infer:2:800x1344 \
+      --case train:2:800x1344 --case train:8:512x512 --rounds 2 --out "$OUT/cmp_mlla.json" ;;
+  cmp_vit)
+    step 120 cmp_vit python3 tools/compare_backbones.py --models ours:ViT:base \
+      timm:vit_base_patch16_224 ours:MViTv2:tiny timm:mvitv2_tiny --case infer:128:224x224 \
+      --case train:64:224x224 --rounds 3 --drop-path 0.1 --out "$OUT/cmp_vit.json" ;;
+  vit)
+    step 150 vit python3 - <<'PY'
+import json, os, timm, torch
+from mmvision_ssm.benchmark import measure
+from mmvision_ssm.models.backbones.vit import ViT
+models = {'ours ViT-B': ViT('base', drop_path_rate=0.1).cuda(),
+          'timm vit_base_patch16_224': timm.create_model(
+              'vit_base_patch16_224', num_classes=0, drop_path_rate=0.1).cuda()}
+res = []
+for rnd in range(3):  # alternate the two models so drift hits both alike
+    for name, m in models.items():
+        for mode, b in (('infer', 128), ('train', 64)):
+            r = measure(m, b, (224, 224), mode=mode, dtype='bf16', iters=20, warmup=5)
+            r = {'model': name, 'round': rnd,
+                 **{k: v for k, v in r.items() if isinstance(v, (int, float, str))}}
+            res.append(r)
+            print(json.dumps(r), flush=True)
+json.dump(res, open(os.path.join(os.environ['OUT'], 'vit.json'), 'w'), indent=1)
+for mode in ('infer', 'train'):
+    ours = sorted(r['img_per_s'] for r in res if r['mode'] == mode and r['model'].startswith('ours'))
+    ref = sorted(r['img_per_s'] for r in res if r['mode'] == mode and r['model'].startswith('timm'))
+    print(f'{mode}: ours median {ours[1]:.1f} img/s, timm median {ref[1]:.1f} -> {ours[1] / ref[1]:.3f}x')
+PY
+    ;;
+  *) echo "unknown step $s" | tee -a "$LOG" ;;
+  esac
+done
+date -u | tee -a "$LOG"
+echo "=== done at ${SECONDS}s" | tee -a "$LOG"

@@ -1,0 +1,124 @@
+"""Time the Triton cross-scan op's launch configurations at VMamba-T's stage shapes (GPU).
+
+    python tools/sweep_cross_op.py --out sweep.json [--quick]
+
+For every stage shape of VMamba-T at 224^2 (batch 128), 1344x800 (batch 2) and 512^2 (batch 8)
+-- channels-last maps, d_state 1, D, delta_bias and softplus as the model calls it, bf16 -- it
+times forward and forward+backward (median of --reps, CUDA events) for the automatic choice
+(``mmvision_ssm.ops.scan_triton._pick_config``) and a grid of forced configurations
+(``CONFIG_OVERRIDE``), and prints the best per shape. The results drive ``_pick_config``'s rule.
+"""
+import argparse
+import itertools
+import json
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import torch  # noqa: E402
+
+SHAPES = {  # name: (batch, channels, h, w)
+    '224 b128 s1': (128, 96, 56, 56), '224 b128 s2': (128, 192, 28, 28),
+    '224 b128 s3': (128, 384, 14, 14), '224 b128 s4': (128, 768, 7, 7),
+    '1344x800 b2 s1': (2, 96, 200, 336), '1344x800 b2 s2': (2, 192, 100, 168),
+    '1344x800 b2 s3': (2, 384, 50, 84), '512 b8 s1': (8, 96, 128, 128),
+}
+
+
+def inputs(b, d, h, w):
+    g = torch.Generator(device='cuda').manual_seed(0)
+
+    def r(*s):
+        return torch.randn(*s, device='cuda', generator=g)
+    x = r(b, h, w, d).bfloat16().requires_grad_()
+    delta = (r(b, h, w, 4, d) * 0.5 - 1).bfloat16().requires_grad_()
+    B, C = (r(b, h, w, 4, 1).bfloat16().requires_grad_() for _ in range(2))
+    A = (-torch.rand(4 * d, 1, device='cuda') - 0.05).requires_grad_()
+    D = torch.randn(4 * d, device='cuda').requires_grad_()
+    bias = torch.rand(4 * d, device='cuda').requires_grad_()
+    return (x, delta, A, B, C, D, bias)
+
+
+def timeit(fn, reps):
+    for _ in range(2):
+        fn()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(reps + 1)]
+    ev[0].record()
+    for i in range(reps):
+        fn()
+        ev[i + 1].record()
+    torch.cuda.synchronize()
+    ts = sorted(ev[i].elapsed_time(ev[i + 1]) for i in range(reps))
+    return ts[reps // 2]
+
+
+def main():
+    import mmvision_ssm.ops.scan_triton as st
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out')
+    p.add_argument('--reps', type=int, default=10)
+    p.add_argument('--quick', action='store_true', help='fewer configurations')
+    p.add_argument('--shapes', nargs='+', help=f'subset of {list(SHAPES)}')
+    args = p.parse_args()
+    # one direction per program, per-direction output slices (partial) -- the form the rule
+    # picks for channels-last maps -- over channels per program, chunk length and the gB/gC
+    # reduction; plus the four-directions-per-program form and the atomic-output split form
+    grid = [dict(split=True, partial=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=4, atomic=at)
+            for bd, bl, at in itertools.product((4, 8, 16), (128, 256), (True, False))]
+    grid += [dict(split=False, BLOCK_D=8, BLOCK_L=128, num_warps=4, atomic=True),
+             dict(split=True, partial=False, BLOCK_D=4, BLOCK_L=256, num_warps=4, atomic=True)]
+    if not args.quick:
+        grid += [dict(split=True, partial=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=nw, atomic=False)
+                 for bd, bl, nw in itertools.product((2, 32), (64, 128), (2, 4, 8))]
+    rows = []
+    for name in args.shapes or SHAPES:
+        b, d, h, w = SHAPES[name]
+        leaves = inputs(b, d, h, w)
+        gy = torch.randn(b, h, w, d, device='cuda').bfloat16()
+        best = {}
+        for cfg in [None] + grid:
+            st.CONFIG_OVERRIDE.clear()
+            if cfg is not None:
+                if cfg['BLOCK_L'] > 2 * h * w and cfg['BLOCK_L'] > 64:
+                    continue  # a chunk mostly of padding
+                if b * d // cfg['BLOCK_D'] < 64 and not cfg['split']:
+                    continue  # too few programs to be a candidate
+                st.CONFIG_OVERRIDE.update(cfg)
+            used = st._pick_config(1, d, h * w, 4, True, bsz=b, device=torch.device('cuda'))
+
+            def fwd():
+                return st.cross_selective_scan_triton(
+                    *leaves[:5], D=leaves[5], delta_bias=leaves[6], delta_softplus=True,
+                    channels_last=True)
+
+            def fwd_bwd():
+                torch.autograd.grad(fwd(), leaves, gy)
+            try:
+                with torch.no_grad():
+                    tf = timeit(fwd, args.reps)
+                tfb = timeit(fwd_bwd, args.reps)
+                row = dict(shape=name, auto=cfg is None, config=used, fwd_ms=tf, fb_ms=tfb)
+            except Exception as err:  # noqa: BLE001  (a config that does not compile)
+                row = dict(shape=name, auto=cfg is None, config=used,
+                           error=f'{type(err).__name__}: {err}'[:200])
+            rows.append(row)
+            if 'error' not in row:
+                for key in ('fwd_ms', 'fb_ms'):
+                    if key not in best or row[key] < best[key][0]:
+                        best[key] = (row[key], used)
+            print(json.dumps(row), flush=True)
+        st.CONFIG_OVERRIDE.clear()
+        auto = next(r for r in rows if r['shape'] == name and r['auto'])
+        print(f'## {name}: auto {auto.get("fwd_ms", float("nan")):.3f} / '
+              f'{auto.get("fb_ms", float("nan")):.3f} ms ({auto["config"]}); best fwd '
+              f'{best["fwd_ms"][0]:.3f} {best["fwd_ms"][1]}; best f+b {best["fb_ms"][0]:.3f} '
+              f'{best["fb_ms"][1]}', flush=True)
+        if args.out:
+            json.dump(rows, open(args.out, 'w'), indent=1)
+        leaves = gy = None
+        torch.cuda.empty_cache()
+
+
+if __name__ == '__main__':
+    main()
