@@ -21,6 +21,7 @@
 #                and MLLA-T next to ours, same run, 224^2
 #   hires        ours and official VMamba-T / MambaVision-T / MLLA-T, 1344x800 b2 and 512^2 b8
 #   prof_mv_hires  kernel and host-time breakdown, ours vs official MambaVision-T, 1344x800 b2
+#   benchscan    tools/bench_scan.py: Triton vs mamba-ssm vs torch scans, cross op vs copy BW
 #   cmp_vmamba, cmp_mv, cmp_mlla, cmp_vit
 #                tools/compare_backbones.py: ours next to the official code (timm for ViT-B and
 #                MViTv2-T), alternating, medians over rounds; 224^2, 1344x800 b2, 512^2 b8
@@ -176,6 +177,11 @@ PY
     if wait_build; then
       step 90 prof_mv_hires python3 tools/profile_backbone.py --model ours:MambaVision:T \
         official:mamba_vision --mode infer --batch 2 --shape 800 1344 --top 8 --cpu-top 25
+    fi ;;
+  benchscan)  # the scan ops side by side: triton / mamba-ssm / torch, and the cross op vs copy BW
+    if wait_build; then
+      step 200 benchscan python3 tools/bench_scan.py --device cuda --reps 30 \
+        --out "$OUT/bench_scan.json"
     fi ;;
   cmp_mlla)
     step 150 cmp_mlla python3 tools/compare_backbones.py --models ours:MLLA:tiny official:mlla \
