@@ -127,3 +127,37 @@ def save_converted(dst: str, state_dict: dict, meta: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save({'state_dict': state_dict, 'meta': meta}, dst)
     print(f'wrote {len(state_dict)} tensors to {dst}')
+
+
+def check_backbone_state(model_cls, arch, state_dict: dict, label: str) -> tuple[dict, LoadReport]:
+    """The converters' check: load ``state_dict`` strictly into ``model_cls(arch)`` (built on
+    the meta device and materialised empty -- only the layout matters), print the report, and
+    return ``({'backbone.<key>': tensor} for the loaded keys, report)``."""
+    with torch.device('meta'):
+        model = model_cls(arch)
+    model.to_empty(device='cpu')
+    report = model.load_pretrained(state_dict, strict=True, logger=None)
+    print(f'{label}:\n{report.summary()}')
+    return {f'backbone.{k}': state_dict[k].contiguous() for k in report.loaded}, report
+
+
+def converter_parser(description: str, src_help: str = 'official checkpoint (.pth)'):
+    """The converters' shared command line: ``src dst [--unsafe-load]`` (add --arch etc.)."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('src', help=src_help)
+    parser.add_argument('dst', help='output file for init_cfg / pretrained / load_from')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='allow full unpickling (training files that also store e.g. the '
+                             'argparse namespace); only for files you trust')
+    return parser
+
+
+def parse_converter_args(parser, argv=None):
+    """Parse, and lift the safe loader's restriction when ``--unsafe-load`` was given."""
+    args = parser.parse_args(argv)
+    if args.unsafe_load:
+        from .compat import allow_unsafe_checkpoints
+        allow_unsafe_checkpoints()
+    return args
+

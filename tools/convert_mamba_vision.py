@@ -18,15 +18,12 @@ unpickling; ``--unsafe-load`` lifts that for trusted files that store more than 
 """
 from __future__ import annotations
 
-import argparse
 import os.path as osp
 import sys
-import warnings
-
-import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmvision_ssm.checkpoint import (extract_state_dict, read_checkpoint,  # noqa: E402
+from mmvision_ssm.checkpoint import (check_backbone_state, converter_parser,  # noqa: E402
+                                     extract_state_dict, parse_converter_args, read_checkpoint,
                                      save_converted)
 from mmvision_ssm.models.backbones.mamba_vision import ARCH_SETTINGS, MambaVision  # noqa: E402
 
@@ -62,30 +59,16 @@ def convert(src: str, arch: str | None = None) -> tuple[dict, str, dict]:
     meta = obj.get('meta') if others and isinstance(obj.get('meta'), dict) else {}
     state = MambaVision.convert_checkpoint(raw)
     arch = arch or infer_arch(state)
-    with torch.device('meta'):  # the strict check needs the layout only: no memory, no init
-        model = MambaVision(arch)
-    with warnings.catch_warnings():  # copying into meta tensors is the intended no-op here
-        warnings.filterwarnings('ignore', message='.*meta parameter.*')
-        report = model.load_pretrained(state, strict=True, logger=None)
-    print(f'MambaVision-{arch} from {src}:\n{report.summary()}')
-    kept = {f'backbone.{k}': state[k].contiguous() for k in report.loaded}
+    kept, _ = check_backbone_state(MambaVision, arch, state, f'MambaVision-{arch} from {src}')
     if others:
         print(f'kept {len(others)} non-backbone tensors unchanged (neck, heads)')
     return {**kept, **others}, arch, meta
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='official checkpoint (.pth.tar / .pth)')
-    parser.add_argument('dst', help='output file for init_cfg / pretrained / load_from')
+    parser = converter_parser(__doc__.split('\n\n')[0], 'official checkpoint (.pth.tar / .pth)')
     parser.add_argument('--arch', choices=_CANONICAL, help='default: inferred from the weights')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='allow full unpickling (training files that also store e.g. the '
-                             'argparse namespace); only for files you trust')
-    args = parser.parse_args(argv)
-    if args.unsafe_load:
-        from mmvision_ssm.compat import allow_unsafe_checkpoints
-        allow_unsafe_checkpoints()
+    args = parse_converter_args(parser, argv)
     state, arch, meta = convert(args.src, args.arch)
     save_converted(args.dst, state, dict(meta, arch=arch, source=osp.basename(args.src),
                                          converter='tools/convert_mamba_vision.py'))

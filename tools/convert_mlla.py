@@ -16,16 +16,14 @@ from the weights when ``--arch`` is not given.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import os.path as osp
 import sys
 from collections.abc import Mapping
 
-import torch
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmvision_ssm.checkpoint import extract_state_dict, save_converted  # noqa: E402
+from mmvision_ssm.checkpoint import (check_backbone_state, converter_parser,  # noqa: E402
+                                     extract_state_dict, parse_converter_args, save_converted)
 from mmvision_ssm.compat import safe_torch_load  # noqa: E402
 from mmvision_ssm.models.backbones.mlla import MLLA, infer_arch  # noqa: E402
 
@@ -45,32 +43,21 @@ def convert(src, arch: str | None = None, key: str | None = None) -> tuple[dict,
             obj = obj[key]
     state = MLLA.convert_checkpoint(extract_state_dict(obj))
     arch = arch or infer_arch(state)
-    with torch.device('meta'):  # the strict load check needs the layout only
-        model = MLLA(arch)
-    model.to_empty(device='cpu')
-    report = model.load_pretrained(state, strict=True, logger=None)
-    print(f'MLLA {arch} from {src if isinstance(src, str) else "<object>"} [{key or "top level"}]:'
-          f'\n{report.summary()}')
-    kept = {f'backbone.{k}': state[k].contiguous() for k in report.loaded}
+    name = src if isinstance(src, str) else '<object>'
+    kept, report = check_backbone_state(MLLA, arch, state,
+                                        f'MLLA {arch} from {name} [{key or "top level"}]')
     return kept, arch, report.initialised
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='official checkpoint (.pth)')
-    parser.add_argument('dst', help='output file for init_cfg / pretrained / load_from')
+    parser = converter_parser(__doc__.split('\n\n')[0])
     parser.add_argument('--arch', choices=('tiny', 'small', 'base'),
                         help='default: inferred from the weights')
     parser.add_argument('--key', default=None,
                         help="entry holding the weights (default: 'state_dict' if present, else "
                              "'model', as the official detection/segmentation code); "
                              "'state_dict_ema' for the EMA weights of a training checkpoint")
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='allow full unpickling for a trusted file the safe loader refuses')
-    args = parser.parse_args(argv)
-    if args.unsafe_load:
-        from mmvision_ssm.compat import allow_unsafe_checkpoints
-        allow_unsafe_checkpoints()
+    args = parse_converter_args(parser, argv)
     state, arch, initialised = convert(args.src, args.arch, args.key)
     save_converted(args.dst, state, dict(arch=arch, source=osp.basename(args.src),
                                          weights_key=args.key, initialised=list(initialised),

@@ -15,15 +15,13 @@ weights when ``--arch`` is not given.
 """
 from __future__ import annotations
 
-import argparse
 import os.path as osp
 import sys
 from collections.abc import Mapping
 
-import torch
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmvision_ssm.checkpoint import extract_state_dict, save_converted  # noqa: E402
+from mmvision_ssm.checkpoint import (check_backbone_state, converter_parser,  # noqa: E402
+                                     extract_state_dict, parse_converter_args, save_converted)
 from mmvision_ssm.compat import safe_torch_load  # noqa: E402
 from mmvision_ssm.models.backbones.vmamba import ARCH_SETTINGS, VMamba, infer_arch  # noqa: E402
 
@@ -36,30 +34,18 @@ def convert(src: str, arch: str | None = None, key: str = 'model') -> tuple[dict
         raise KeyError(f'{src} has no {key!r} entry (top-level keys: {sorted(obj)})')
     state = VMamba.convert_checkpoint(extract_state_dict(obj))
     arch = arch or infer_arch(state)
-    with torch.device('meta'):  # the strict load check needs the layout only
-        model = VMamba(arch)
-    model.to_empty(device='cpu')
-    report = model.load_pretrained(state, strict=True, logger=None)
-    print(f'VMamba {arch} from {src} [{key}]:\n{report.summary()}')
-    kept = {f'backbone.{k}': state[k].contiguous() for k in report.loaded}
+    kept, report = check_backbone_state(VMamba, arch, state, f'VMamba {arch} from {src} [{key}]')
     return kept, arch, report.initialised
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='official checkpoint (.pth)')
-    parser.add_argument('dst', help='output file for init_cfg / pretrained / load_from')
+    parser = converter_parser(__doc__.split('\n\n')[0])
     parser.add_argument('--arch', choices=sorted(ARCH_SETTINGS),
                         help='default: inferred from the weights')
     parser.add_argument('--key', default='model',
                         help="entry holding the weights: 'model' (default, as the official "
                              "detection/segmentation code) or 'model_ema'")
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='allow full unpickling for a trusted file the safe loader refuses')
-    args = parser.parse_args(argv)
-    if args.unsafe_load:
-        from mmvision_ssm.compat import allow_unsafe_checkpoints
-        allow_unsafe_checkpoints()
+    args = parse_converter_args(parser, argv)
     state, arch, initialised = convert(args.src, args.arch, args.key)
     save_converted(args.dst, state, dict(arch=arch, source=osp.basename(args.src),
                                          weights_key=args.key, initialised=list(initialised),
