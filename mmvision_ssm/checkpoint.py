@@ -160,4 +160,3 @@ def parse_converter_args(parser, argv=None):
         from .compat import allow_unsafe_checkpoints
         allow_unsafe_checkpoints()
     return args
-

@@ -54,11 +54,11 @@ TINY_ARCH = {'VMamba': 'tiny', 'MambaVision': 'T', 'MLLA': 'tiny', 'MViTv2': 'ti
 
 
 # ----------------------------------------------------------------------------- model builders
-def build_ours(name, arch):
+def build_ours(name, arch, **kwargs):
     from mmvision_ssm.models import backbones
     if name not in OUR_BACKBONES:
         raise ValueError(f'unknown backbone {name!r}; ours are {", ".join(OUR_BACKBONES)}')
-    return getattr(backbones, name)(arch=arch or TINY_ARCH[name])
+    return getattr(backbones, name)(arch=arch or TINY_ARCH[name], **kwargs)
 
 
 def _snapshot(env, sub):
@@ -223,9 +223,25 @@ OFFICIAL = {'vmamba': build_official_vmamba, 'mamba_vision': build_official_mamb
             'mamba_vision_cls': build_official_mamba_vision_cls, 'mlla': build_official_mlla}
 
 
-def build_timm(name):
+def build_timm(name, **kwargs):
     import timm
-    return timm.create_model(name, pretrained=False, num_classes=0)
+    return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+
+
+def build_spec(spec, drop_path=None):
+    """The model named ``ours:<Name>[:<arch>]``, ``official:<name>`` or ``timm:<model>`` (the
+    names of the other speed tools); ``drop_path`` sets ours' and timm's stochastic-depth rate
+    (the official builders keep the rates of the official configs)."""
+    kind, _, rest = spec.partition(':')
+    kw = {} if drop_path is None else dict(drop_path_rate=drop_path)
+    if kind == 'ours':
+        name, _, arch = rest.partition(':')
+        return build_ours(name, arch or None, **kw)
+    if kind == 'official':
+        return OFFICIAL[rest]()
+    if kind == 'timm':
+        return build_timm(rest, **kw)
+    raise SystemExit(f'model {spec!r}: expected ours:NAME[:ARCH], official:NAME or timm:NAME')
 
 
 # ----------------------------------------------------------------------------- configs

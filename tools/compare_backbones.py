@@ -27,24 +27,6 @@ import torch  # noqa: E402
 from mmvision_ssm.benchmark import measure  # noqa: E402
 
 
-def build(spec, drop_path=None):
-    """The model named ``spec``; ``drop_path`` sets ours' and timm's stochastic-depth rate (the
-    official builders use the rates of the official configs)."""
-    import benchmark as bench_tool  # tools/benchmark.py: the same model builders
-    kind, _, rest = spec.partition(':')
-    kw = {} if drop_path is None else dict(drop_path_rate=drop_path)
-    if kind == 'ours':
-        from mmvision_ssm.models import backbones
-        name, _, arch = rest.partition(':')
-        return getattr(backbones, name)(arch=arch or bench_tool.TINY_ARCH[name], **kw)
-    if kind == 'official':
-        return bench_tool.OFFICIAL[rest]()
-    if kind == 'timm':
-        import timm
-        return timm.create_model(rest, pretrained=False, num_classes=0, **kw)
-    raise SystemExit(f'model {spec!r}: expected ours:NAME[:ARCH], official:NAME or timm:NAME')
-
-
 def parse_case(text):
     try:
         mode, batch, hw = text.split(':')
@@ -93,7 +75,8 @@ def main(argv=None):
     if not torch.cuda.is_available():
         raise SystemExit('compare_backbones.py needs a CUDA device')
     cases = [parse_case(c) for c in args.case]
-    models = {spec: build(spec, args.drop_path).cuda() for spec in args.models}
+    from benchmark import build_spec  # tools/benchmark.py: the same model builders
+    models = {spec: build_spec(spec, args.drop_path).cuda() for spec in args.models}
     rows = []
     for rnd in range(args.rounds):
         for mode, batch, hw in cases:

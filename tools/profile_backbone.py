@@ -59,18 +59,11 @@ def kernel_table(prof, steps: int) -> list[dict]:
 
 
 def profile(model, batch, shape, mode, dtype, steps, warmup, cpu_top=0):
-    from mmvision_ssm.benchmark import make_step
-    step, _ = make_step(model, batch, shape, mode, dtype, torch.device('cuda'))
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(steps):
-        step()
-    end.record()
-    torch.cuda.synchronize()
-    wall_ms = start.elapsed_time(end) / steps
+    from mmvision_ssm.benchmark import make_step, time_iterations
+    device = torch.device('cuda')
+    step, _ = make_step(model, batch, shape, mode, dtype, device)
+    _, total_s = time_iterations(step, steps, warmup, device)
+    wall_ms = total_s / steps * 1e3
     acts = [torch.profiler.ProfilerActivity.CUDA]
     if cpu_top:
         acts.append(torch.profiler.ProfilerActivity.CPU)
@@ -88,13 +81,15 @@ def summarise(rows):
     for r in rows:
         by_cat[r['category']][0] += r['ms']
         by_cat[r['category']][1] += r['calls']
-    return {k: dict(ms=v[0], calls=v[1]) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1][0])}
+    return {k: dict(ms=v[0], calls=v[1])
+            for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1][0])}
 
 
 def main(argv=None):
-    import benchmark as bench_tool  # tools/benchmark.py: the same model builders
+    from benchmark import build_spec  # tools/benchmark.py: the same model builders
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--model', nargs='+', required=True, help='ours:NAME[:ARCH] | official:NAME | timm:NAME')
+    p.add_argument('--model', nargs='+', required=True,
+                   help='ours:NAME[:ARCH] | official:NAME | timm:NAME')
     p.add_argument('--mode', default='infer', choices=['infer', 'train'])
     p.add_argument('--dtype', default='bf16', choices=['fp32', 'bf16', 'fp16'])
     p.add_argument('--batch', type=int, default=128)
@@ -103,7 +98,8 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--top', type=int, default=25)
     p.add_argument('--compile', action='store_true')
-    p.add_argument('--cpu-top', type=int, default=0, help='also print the N ops with the most host time')
+    p.add_argument('--cpu-top', type=int, default=0,
+                   help='also print the N ops with the most host time')
     p.add_argument('--out', help='JSON file; results are appended')
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -111,32 +107,25 @@ def main(argv=None):
     shape = tuple(args.shape * 2 if len(args.shape) == 1 else args.shape)
     results = []
     for spec in args.model:
-        kind, _, rest = spec.partition(':')
-        if kind == 'ours':
-            name, _, arch = rest.partition(':')
-            model = bench_tool.build_ours(name, arch or None)
-        elif kind == 'official':
-            model = bench_tool.OFFICIAL[rest]()
-        elif kind == 'timm':
-            model = bench_tool.build_timm(rest)
-        else:
-            raise SystemExit(f'--model {spec!r}: expected ours:NAME[:ARCH], official:NAME or timm:NAME')
+        model = build_spec(spec)
         if args.compile:
             model = torch.compile(model)
         wall, rows = profile(model, args.batch, shape, args.mode, args.dtype, args.steps,
                              args.warmup, args.cpu_top)
         total = sum(r['ms'] for r in rows)
+        categories = summarise(rows)
         print(f'\n### {spec} {args.mode} b{args.batch} {shape[0]}x{shape[1]} {args.dtype}'
               f'{" compiled" if args.compile else ""}: {wall:.2f} ms/step wall, '
               f'{total:.2f} ms/step in kernels, {sum(r["calls"] for r in rows):.0f} launches')
-        for cat, v in summarise(rows).items():
-            print(f'  {cat:15s} {v["ms"]:8.3f} ms  {100 * v["ms"] / total:5.1f} %  {v["calls"]:6.0f} launches')
+        for cat, v in categories.items():
+            print(f'  {cat:15s} {v["ms"]:8.3f} ms  {100 * v["ms"] / total:5.1f} %  '
+                  f'{v["calls"]:6.0f} launches')
         for r in rows[:args.top]:
             print(f'  {r["ms"]:8.3f} ms {100 * r["ms"] / total:5.1f} % x{r["calls"]:<5.0f} '
                   f'[{r["category"]}] {r["kernel"][:110]}')
         results.append(dict(model=spec, mode=args.mode, batch=args.batch, shape=list(shape),
                             dtype=args.dtype, compile=args.compile, wall_ms=wall,
-                            kernel_ms=total, categories=summarise(rows), kernels=rows[:60]))
+                            kernel_ms=total, categories=categories, kernels=rows[:60]))
         if args.out:
             old = json.load(open(args.out)) if osp.exists(args.out) else []
             json.dump(old + results[-1:], open(args.out, 'w'), indent=1)

@@ -18,6 +18,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from bench_scan import time_cuda  # noqa: E402  (tools/bench_scan.py)
+
 SHAPES = {  # name: (batch, channels, h, w)
     '224 b128 s1': (128, 96, 56, 56), '224 b128 s2': (128, 192, 28, 28),
     '224 b128 s3': (128, 384, 14, 14), '224 b128 s4': (128, 768, 7, 7),
@@ -38,19 +40,6 @@ def inputs(b, d, h, w):
     D = torch.randn(4 * d, device='cuda').requires_grad_()
     bias = torch.rand(4 * d, device='cuda').requires_grad_()
     return (x, delta, A, B, C, D, bias)
-
-
-def timeit(fn, reps):
-    for _ in range(2):
-        fn()
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(reps + 1)]
-    ev[0].record()
-    for i in range(reps):
-        fn()
-        ev[i + 1].record()
-    torch.cuda.synchronize()
-    ts = sorted(ev[i].elapsed_time(ev[i + 1]) for i in range(reps))
-    return ts[reps // 2]
 
 
 def main():
@@ -96,8 +85,8 @@ def main():
                 torch.autograd.grad(fwd(), leaves, gy)
             try:
                 with torch.no_grad():
-                    tf = timeit(fwd, args.reps)
-                tfb = timeit(fwd_bwd, args.reps)
+                    tf = time_cuda(fwd, args.reps, warmup=2)
+                tfb = time_cuda(fwd_bwd, args.reps, warmup=2)
                 row = dict(shape=name, auto=cfg is None, config=used, fwd_ms=tf, fb_ms=tfb)
             except Exception as err:  # noqa: BLE001  (a config that does not compile)
                 row = dict(shape=name, auto=cfg is None, config=used,

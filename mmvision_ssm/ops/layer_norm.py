@@ -9,11 +9,12 @@ dtype, compute in fp32 and write the output once in the dtype the caller asks fo
 dtype when a Linear consumes it, float32 when it starts a residual stream). Numerics match
 ``F.layer_norm`` in float32 (tests/test_ops_layer_norm.py).
 """
-import functools
 import os
 
 import torch
 import torch.nn.functional as F
+
+from .dispatch import triton_importable
 
 #: rows wider than this go to PyTorch (one row must fit in one Triton block)
 MAX_TRITON_WIDTH = 8192
@@ -27,12 +28,6 @@ MIN_TRITON_NUMEL = 1 << 22
 MIN_TRITON_NUMEL_GRAD = 1 << 24
 #: 'torch' forces the PyTorch path (to compare, or to rule the kernels out when debugging)
 ENV_VAR = 'MMVISION_SSM_LAYER_NORM'
-
-
-@functools.lru_cache(maxsize=None)
-def _triton_available() -> bool:
-    from .dispatch import triton_importable
-    return triton_importable()
 
 
 def output_dtype(x: torch.Tensor, low_precision_output: bool) -> torch.dtype:
@@ -56,7 +51,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     if (x.is_cuda and weight is not None and width <= MAX_TRITON_WIDTH
             and x.numel() >= (MIN_TRITON_NUMEL_GRAD if grad else MIN_TRITON_NUMEL)
             and x.dtype != torch.float64 and os.environ.get(ENV_VAR) != 'torch'
-            and _triton_available()):
+            and triton_importable()):
         from .layer_norm_triton import layer_norm_triton
         return layer_norm_triton(x, weight, bias, eps, out_dtype)
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -336,9 +336,8 @@ def _scan_bwd_kernel(
 
 
 #: the channels-first cross op splits its directions when it would launch fewer programs than
-#: this per SM (each program walks its sequence serially: too
-#: few programs and the GPU idles -- VMamba at 1344x800 batch 2 launched 24 programs of
-#: 4 x 67 200 tokens each)
+#: this per SM (each program walks its sequence serially: too few programs and the GPU idles --
+#: VMamba at 1344x800 batch 2 launched 24 programs of 4 x 67 200 tokens each)
 MIN_PROGRAMS_PER_SM = 2
 #: channels-last cross op: the fewest programs per SM at which BLOCK_D channels per program are
 #: used (else BLOCK_D halves): 8 channels need 2.5/SM (512^2 b8 stage 1: 384 programs on

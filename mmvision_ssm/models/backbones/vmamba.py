@@ -11,8 +11,9 @@ Two families, both loading the official ImageNet checkpoints of MzeroMiko/VMamba
 
 Layout: tokens stay channels-last ``(B, H, W, C)`` from the stem to the outputs, so every linear
 layer and LayerNorm works on contiguous memory without permutes (the LayerNorms run on our
-kernels, :mod:`mmvision_ssm.ops.layer_norm`; those feeding a Linear emit the autocast dtype); the depthwise and strided convs
-see the same memory as a ``channels_last`` NCHW tensor (a free ``permute`` view). The four-way
+kernels, :mod:`mmvision_ssm.ops.layer_norm`; those feeding a Linear emit the autocast dtype);
+the depthwise and strided convs see the same memory as a ``channels_last`` NCHW tensor (a free
+``permute`` view). The four-way
 2D selective scan (SS2D) is one call of :func:`mmvision_ssm.ops.cross_selective_scan`: the
 per-direction projections that the official code applies after cross-scanning the tokens act on
 each token alone, so we apply them at each pixel before the scan (same numbers, no four copies
