@@ -105,3 +105,17 @@ def test_config_trains_and_tests_one_iteration(path, tmp_path):
     run_tool(['tools/test.py', cfg_path, tmp_path / 'wd' / ckpt, '--work-dir', 'wd_test'],
              tmp_path)
     assert (tmp_path / 'wd_test' / 'report' / 'report.json').is_file()
+
+
+@pytest.mark.parametrize('path', [p for p in CONFIGS if 'rcnn' in p])
+def test_detector_feature_maps_are_contiguous_nchw(path, tmp_path):
+    """What the RoI extractor reads must be contiguous NCHW: mmcv's RoIAlign indexes the raw
+    memory as NCHW, so a channels-last level (a free permute somewhere in a backbone or neck)
+    would train the RoI heads on scrambled features without any error."""
+    import torch
+    from mmengine.registry import MODELS
+    cfg_path, _ = smoke_config(path, tmp_path)
+    model = MODELS.build(Config.fromfile(str(cfg_path)).model).eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.randn(1, 3, 96, 128))
+    assert feats and all(f.dim() == 4 and f.is_contiguous() for f in feats)

@@ -118,6 +118,8 @@ def test_output_shapes_any_size(arch, size):
     assert [tuple(o.shape) for o in outs] == [(1, c, *s) for c, s in
                                               zip(dims, expected_sizes(*size))]
     assert all(torch.isfinite(o).all() for o in outs)
+    # mmcv's RoIAlign reads raw NCHW memory: channels-last maps would scramble RoI features
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_batch_items_independent_and_channels_last():

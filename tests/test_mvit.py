@@ -62,6 +62,8 @@ def test_shapes_any_size(window_size):
         expect = [(1, 16 * 2 ** i, -(-size[0] // (4 * 2 ** i)), -(-size[1] // (4 * 2 ** i)))
                   for i in range(4)]
         assert [tuple(o.shape) for o in outs] == expect
+        # mmcv's RoIAlign reads raw NCHW memory: channels-last maps would scramble RoI features
+        assert all(o.is_contiguous() for o in outs)
 
 
 def test_equivalence_with_timm():

@@ -46,6 +46,8 @@ def test_shapes_any_size():
             outs = model(torch.randn(2, 3, *size))
         expect = (-(-size[0] // 16), -(-size[1] // 16))
         assert [tuple(o.shape) for o in outs] == [(2, 32, *expect)] * 2
+        # mmcv's RoIAlign reads raw NCHW memory: channels-last maps would scramble RoI features
+        assert all(o.is_contiguous() for o in outs)
 
 
 def test_equivalence_with_timm_global_attention():
@@ -162,6 +164,8 @@ def test_simple_feature_pyramid_shapes(size):
               (-(-h // 4), -(-w // 4))]
     assert [tuple(o.shape[2:]) for o in outs] == expect
     assert all(o.shape[:2] == (2, 16) for o in outs)
+    # mmcv's RoIAlign reads raw NCHW memory: channels-last levels would scramble RoI features
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_simple_feature_pyramid_one_map_per_level_and_errors():

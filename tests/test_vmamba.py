@@ -79,6 +79,8 @@ def test_out_indices_and_odd_sizes(arch, out_indices, size):
     expected = [(2, 16 * 2 ** i, *_expected_hw(*size, i)) for i in idx]
     assert [tuple(o.shape) for o in outs] == expected
     assert all(torch.isfinite(o).all() for o in outs)
+    # mmcv's RoIAlign reads raw NCHW memory: channels_last maps would scramble RoI features
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_outputs_do_not_depend_on_later_stages():

@@ -142,4 +142,7 @@ class DenseBackbone(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> tuple:
-        return tuple(self.forward_features(x))
+        # contiguous NCHW, whatever layout the family computes in: mmcv's RoIAlign reads the
+        # maps' raw memory as NCHW (no stride handling, CPU and CUDA), so channels-last maps --
+        # which the FPN's convs pass on -- silently scramble Mask R-CNN's RoI features
+        return tuple(o.contiguous() for o in self.forward_features(x))

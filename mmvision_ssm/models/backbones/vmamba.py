@@ -13,7 +13,8 @@ Layout: tokens stay channels-last ``(B, H, W, C)`` from the stem to the outputs,
 layer and LayerNorm works on contiguous memory without permutes (the LayerNorms run on our
 kernels, :mod:`mmvision_ssm.ops.layer_norm`; those feeding a Linear emit the autocast dtype);
 the depthwise and strided convs see the same memory as a ``channels_last`` NCHW tensor (a free
-``permute`` view). The four-way
+``permute`` view). The returned maps are copied to contiguous NCHW once: OpenMMLab ops such
+as mmcv's RoIAlign index raw NCHW memory. The four-way
 2D selective scan (SS2D) is one call of :func:`mmvision_ssm.ops.cross_selective_scan`: the
 per-direction projections that the official code applies after cross-scanning the tokens act on
 each token alone, so we apply them at each pixel before the scan (same numbers, no four copies
@@ -363,7 +364,7 @@ class VMamba(DenseBackbone):
         for i, stage in enumerate(self.stages):
             x = stage.forward_blocks(x)
             if i in self.out_indices:
-                outs.append(_to_nchw(self.out_norms[i](x)))
+                outs.append(_to_nchw(self.out_norms[i](x)))  # made contiguous in forward()
             if i == last:
                 break
             x = stage.downsample(x)

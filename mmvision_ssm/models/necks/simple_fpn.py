@@ -77,7 +77,9 @@ class SimpleFeaturePyramid(nn.Module):
         elif len(inputs) != len(self.stages):
             raise ValueError(f'SimpleFeaturePyramid: got {len(inputs)} input maps; give 1 (shared '
                              f'by all levels) or {len(self.stages)} (one per scale factor)')
-        outs = [stage(x) for stage, x in zip(self.stages, inputs)]
+        # contiguous NCHW: LayerNorm2d returns a channels-last view, and mmcv's RoIAlign reads
+        # raw NCHW memory (a channels-last level would scramble the RoI features)
+        outs = [stage(x).contiguous() for stage, x in zip(self.stages, inputs)]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
         return tuple(outs)
