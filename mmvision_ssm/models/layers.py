@@ -29,13 +29,15 @@ class LayerNorm(nn.LayerNorm):
     """
 
     def __init__(self, normalized_shape: int, eps: float = 1e-5,
-                 low_precision_output: bool = False, **kwargs):
+                 low_precision_output: bool = False, min_triton_numel: int | None = None,
+                 **kwargs):
         super().__init__(normalized_shape, eps=eps, **kwargs)
         if len(self.normalized_shape) != 1:
             raise ValueError(f'LayerNorm normalises the last dim only; got normalized_shape='
                              f'{self.normalized_shape}')
         self.low_precision_output = low_precision_output
+        self.min_triton_numel = min_triton_numel
 
     def forward(self, x):
         return layer_norm(x, self.weight, self.bias, self.eps,
-                          output_dtype(x, self.low_precision_output))
+                          output_dtype(x, self.low_precision_output), self.min_triton_numel)

@@ -26,7 +26,8 @@ MAX_TRITON_WIDTH = 8192
 #: smaller ones go to ATen (docs/benchmarks.md, runs E-G).
 MIN_TRITON_NUMEL = 1 << 22
 MIN_TRITON_NUMEL_GRAD = 1 << 24
-#: 'torch' forces the PyTorch path (to compare, or to rule the kernels out when debugging)
+#: 'torch' forces the PyTorch path (to compare, or to rule the kernels out when debugging),
+#: 'triton' the kernels on every CUDA input they support, whatever its size
 ENV_VAR = 'MMVISION_SSM_LAYER_NORM'
 
 
@@ -41,22 +42,31 @@ def output_dtype(x: torch.Tensor, low_precision_output: bool) -> torch.dtype:
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-               eps: float = 1e-5, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+               eps: float = 1e-5, out_dtype: torch.dtype | None = None,
+               min_triton_numel: int | None = None) -> torch.Tensor:
     """LayerNorm of ``x`` over its last dim with affine ``weight``/``bias``, computed in fp32
-    (float64 for float64 input), returned in ``out_dtype`` (default: x's dtype)."""
+    (float64 for float64 input), returned in ``out_dtype`` (default: x's dtype).
+    Which kernels run (CUDA): inputs of ``MIN_TRITON_NUMEL`` elements (no autograd) and
+    ``MIN_TRITON_NUMEL_GRAD`` (autograd) use the Triton kernels, smaller ones ATen.
+    ``min_triton_numel`` replaces ``MIN_TRITON_NUMEL`` (without autograd) for callers known to
+    be GPU-bound at smaller sizes. With autograd the rule stays: each Triton call costs more
+    host time than ATen's, and training steps were host-bound on some device machines."""
     out_dtype = out_dtype or x.dtype
     width = x.shape[-1]
     grad = torch.is_grad_enabled() and (
         x.requires_grad or (weight is not None and weight.requires_grad))
+    mode = os.environ.get(ENV_VAR)
+    if grad:
+        threshold = MIN_TRITON_NUMEL_GRAD
+    else:
+        threshold = MIN_TRITON_NUMEL if min_triton_numel is None else min_triton_numel
     if (x.is_cuda and weight is not None and width <= MAX_TRITON_WIDTH
-            and x.numel() >= (MIN_TRITON_NUMEL_GRAD if grad else MIN_TRITON_NUMEL)
-            and x.dtype != torch.float64 and os.environ.get(ENV_VAR) != 'torch'
-            and triton_importable()):
+            and x.dtype != torch.float64 and mode != 'torch'
+            and (mode == 'triton' or x.numel() >= threshold) and triton_importable()):
         from .layer_norm_triton import layer_norm_triton
         return layer_norm_triton(x, weight, bias, eps, out_dtype)
+    # in float32 (autocast would do the same: layer_norm is on its float32 list)
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    with torch.autocast(x.device.type, enabled=False):
-        y = F.layer_norm(x.to(compute), (width,),
-                         None if weight is None else weight.to(compute),
-                         None if bias is None else bias.to(compute), eps)
+    y = F.layer_norm(x.to(compute), (width,), None if weight is None else weight.to(compute),
+                     None if bias is None else bias.to(compute), eps)
     return y.to(out_dtype)

@@ -81,23 +81,28 @@ def _blocks(C):
     return block_m, block_c, warps
 
 
+def _forward(x, weight, bias, eps, out_dtype):
+    """The forward kernel: (y, x as (M, C) rows, mean, rstd)."""
+    C = x.shape[-1]
+    x2 = x.reshape(-1, C).contiguous()
+    M = x2.shape[0]
+    y = torch.empty((M, C), device=x.device, dtype=out_dtype)
+    stats = torch.empty(2, M, device=x.device, dtype=torch.float32)  # one allocation
+    block_m, block_c, warps = _blocks(C)
+    _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
+        x2, weight, bias if bias is not None else weight, y, stats[0], stats[1], M, C, eps,
+        HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+    return y.view(x.shape), x2, stats[0], stats[1]
+
+
 class _LayerNormTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, out_dtype):
-        C = x.shape[-1]
-        x2 = x.reshape(-1, C).contiguous()
-        M = x2.shape[0]
-        y = torch.empty((M, C), device=x.device, dtype=out_dtype)
-        mean = torch.empty(M, device=x.device, dtype=torch.float32)
-        rstd = torch.empty_like(mean)
-        block_m, block_c, warps = _blocks(C)
-        _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
-            x2, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
-            HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+        y, x2, mean, rstd = _forward(x, weight, bias, eps, out_dtype)
         ctx.save_for_backward(x2, weight, mean, rstd)
         ctx.meta = (x.shape, x.dtype, bias is not None)
-        return y.view(x.shape)
+        return y
 
     @staticmethod
     def backward(ctx, dy):

@@ -46,17 +46,19 @@ _OPTIONAL_KEYS = ('window_size', 'mlp_ratio', 'drop_path_rate', 'layer_scale')
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """(B, C, H, W) with H, W multiples of ``ws`` -> (B * windows, ws * ws, C), row-major."""
+    """(B, C, H, W) with H, W multiples of ``ws`` -> (B * windows, ws * ws, C), row-major
+    (for a channels-last map the permute is free)."""
     b, c, h, w = x.shape
     x = x.permute(0, 2, 3, 1).reshape(b, h // ws, ws, w // ws, ws, c)
     return x.transpose(2, 3).reshape(-1, ws * ws, c)
 
 
 def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: (B * windows, ws * ws, C) -> (B, C, H, W)."""
+    """Inverse of :func:`window_partition`: (B * windows, ws * ws, C) -> (B, C, H, W) in the
+    channels-last memory format (a free view when one window covers the map)."""
     c = windows.shape[-1]
-    x = windows.reshape(-1, h // ws, w // ws, ws, ws, c)
-    return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, c, h, w)
+    x = windows.reshape(-1, h // ws, w // ws, ws, ws, c).transpose(2, 3)
+    return x.reshape(-1, h, w, c).permute(0, 3, 1, 2)
 
 
 class PatchEmbed(nn.Module):
@@ -70,8 +72,12 @@ class PatchEmbed(nn.Module):
         self.bn2 = nn.BatchNorm2d(dim, eps=1e-4)
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(x)))
+        # channels-last from here on (see MambaVision.forward_features); the first conv stays
+        # NCHW: with 3 input channels its NHWC weight gradient is the slower one. In-place
+        # ReLUs: BatchNorm's backward needs its input, not its output, so no copy is kept
+        x = self.conv1(x).contiguous(memory_format=torch.channels_last)
+        x = F.relu(self.bn1(x), inplace=True)
+        return F.relu(self.bn2(self.conv2(x)), inplace=True)
 
 
 class ConvBlock(nn.Module):
@@ -371,12 +377,15 @@ class MambaVision(DenseBackbone):
 
     # --- forward ------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> tuple:
+        # channels-last from the stem on: cuDNN's bf16 convolutions and BatchNorm run NHWC
+        # natively (NCHW adds layout transposes around every conv), and the windowing of the
+        # hybrid stages becomes a view instead of a copy
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x, out = stage(x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(out))
+                outs.append(getattr(self, f'norm{i}')(out))  # made contiguous in forward()
             if i == self.out_indices[-1]:
                 break
         return tuple(outs)

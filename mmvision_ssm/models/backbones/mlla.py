@@ -85,12 +85,19 @@ def stage_context(height: int, width: int, dim: int, num_heads: int, *, device=N
     return cos, sin, cos * scale, sin * scale, mask * scale, head_sum
 
 
-def _channels_last_dwconv(x: torch.Tensor, conv: nn.Conv2d, residual: bool = False):
-    """Depthwise 3x3 conv of a (B, H, W, C) map; ``residual`` adds the input (identity folded
-    into the kernel's centre tap, which saves one pass over the map)."""
+def identity_tap(channels: int) -> torch.Tensor:
+    """(C, 1, 3, 3) depthwise kernel of the identity (1 at the centre tap)."""
+    return F.pad(torch.ones(channels, 1, 1, 1), (1, 1, 1, 1))
+
+
+def _channels_last_dwconv(x: torch.Tensor, conv: nn.Conv2d,
+                          residual_tap: torch.Tensor | None = None):
+    """Depthwise 3x3 conv of a (B, H, W, C) map; with ``residual_tap`` (:func:`identity_tap`)
+    it adds the input too (identity folded into the kernel, which saves one pass over the map;
+    the tap is a buffer so the fold is one small add, not three launches per call)."""
     weight = conv.weight
-    if residual:
-        weight = weight + F.pad(weight.new_ones(weight.shape[0], 1, 1, 1), (1, 1, 1, 1))
+    if residual_tap is not None:
+        weight = weight + residual_tap
     out = F.conv2d(x.permute(0, 3, 1, 2), weight, conv.bias, padding=1, groups=conv.groups)
     return out.permute(0, 2, 3, 1)
 
@@ -153,15 +160,16 @@ class MLLABlock(nn.Module):
         self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.register_buffer('residual_tap', identity_tap(dim), persistent=False)
 
     def forward(self, x: torch.Tensor, ctx: tuple) -> torch.Tensor:
-        x = _channels_last_dwconv(x, self.cpe1, residual=True)
+        x = _channels_last_dwconv(x, self.cpe1, self.residual_tap)
         shortcut = x
         x, gate = self.in_proj(self.norm1(x)).chunk(2, dim=-1)
         x = F.silu(_channels_last_dwconv(x, self.dwc))
         x = self.attn(x, ctx)
         x = shortcut + self.drop_path(self.out_proj(x * F.silu(gate)))
-        x = _channels_last_dwconv(x, self.cpe2, residual=True)
+        x = _channels_last_dwconv(x, self.cpe2, self.residual_tap)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -205,7 +213,10 @@ class Stem(nn.Module):
         h, w = x.shape[-2:]
         if h % 4 or w % 4:
             x = F.pad(x, (0, -w % 4, 0, -h % 4))
-        x = self.conv1(x)
+        # channels-last convs (cuDNN's native bf16 layout), and the final permute is then a
+        # contiguous (B, H, W, C) view rather than a strided one every block would copy; the
+        # first conv stays NCHW (with 3 input channels its NHWC weight gradient is the slower)
+        x = self.conv1(x).contiguous(memory_format=torch.channels_last)
         x = x + self.conv2(x)
         return self.conv3(x).permute(0, 2, 3, 1)
 
@@ -374,5 +385,5 @@ class MLLA(DenseBackbone):
             x = self.layers[i](x)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(x)
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
+                outs.append(out.permute(0, 3, 1, 2))  # made contiguous in forward()
         return outs

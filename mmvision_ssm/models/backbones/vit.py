@@ -38,6 +38,7 @@ from timm.models.vision_transformer import Block, checkpoint_filter_fn
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..layers import LayerNorm as FastLayerNorm
 from ...checkpoint import LoadReport, load_state_dict_checked, read_checkpoint
 from .base import DenseBackbone, check_arch
 
@@ -64,6 +65,22 @@ def window_unpartition(x: torch.Tensor, window: tuple, padded_hw: tuple, hw: tup
     if Hp > H or Wp > W:
         x = x[:, :H, :W]
     return x
+
+
+#: Without autograd, ViT blocks are GPU-bound from about this size on (ViT-B: 1 M elements is
+#: batch 7 at 224^2), so their norms use the Triton kernels from there: ViT-B inference at 224^2
+#: b128 ran 1.11-1.12x timm on H200s. With autograd the default rule (16 M elements) stays:
+#: the kernels' extra host time decides a training step on slow hosts (Triton norms made a
+#: ViT-B training step 1.02-1.04x timm on one H200 host and 0.79-0.92x on slower ones;
+#: docs/benchmarks.md, runs I-O)
+BLOCK_NORM_MIN_TRITON_NUMEL = 1 << 20
+
+
+def _BlockNorm(dim: int, **kwargs) -> nn.Module:  # noqa: N802 (a norm_layer factory)
+    """The blocks' norms feed only a Linear (``attn.qkv``, ``mlp.fc1``), so under autocast they
+    return bf16 directly (same parameters and keys as timm's LayerNorm)."""
+    return FastLayerNorm(dim, eps=1e-6, low_precision_output=True,
+                         min_triton_numel=BLOCK_NORM_MIN_TRITON_NUMEL, **kwargs)
 
 
 class ViTBlock(Block):
@@ -155,7 +172,7 @@ class ViT(DenseBackbone):
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList([
             ViTBlock(embed_dim, settings['num_heads'], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                     init_values=init_values, drop_path=dpr[i], norm_layer=LayerNorm,
+                     init_values=init_values, drop_path=dpr[i], norm_layer=_BlockNorm,
                      window_size=0 if i in global_blocks else window_size)
             for i in range(depth)])
         self.norm = LayerNorm(embed_dim) if depth - 1 in self.out_indices else None
