@@ -79,9 +79,16 @@ SCRIPT = textwrap.dedent('''
     assert cfg['split'] and cfg['BLOCK_D'] == 8 and cfg['BLOCK_L'] == 256
     assert st._pick_config(1, 96, 67200, 4, True, bsz=1, device=cpu)['BLOCK_D'] == 2
     assert not st._pick_config(1, 96, 3136, 1, False, bsz=2, device=cpu)['split']  # plain scan
+    # several states (MambaVision, n = 16, 196 tokens): the states-parallel kernels, one chunk
+    cfg = st._pick_config(16, 160, 196, 1, False, bsz=64, device=cpu)
+    assert cfg['states'] and cfg['BLOCK_L'] == 256
+    assert not st._pick_config(1, 160, 196, 1, False, bsz=64, device=cpu).get('states')
     st.CONFIG_OVERRIDE.update(BLOCK_L=16, BLOCK_D=2)   # several chunks and channel blocks
-    worst = max(worst, plain(2, 4, 37, 3 + 1, 2, True, True))
+    worst = max(worst, plain(2, 4, 37, 3 + 1, 2, True, True))  # states-parallel kernels
     worst = max(worst, plain(1, 6, 1, 1, None, False, False))
+    st.CONFIG_OVERRIDE.update(states=False)  # the general kernels with several states
+    worst = max(worst, plain(2, 4, 37, 4, 2, True, True))
+    del st.CONFIG_OVERRIDE['states']
     for split in (False, True):  # four directions in one program / one direction per program
         st.CONFIG_OVERRIDE.update(split=split)
         worst = max(worst, cross(2, 3, 5, 7, 1, False))

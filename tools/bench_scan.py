@@ -245,6 +245,9 @@ def bench_cross(args, mamba_fn, copy_gbs, only_fused=False):
 SWEEP = {  # (BLOCK_D, BLOCK_L, num_warps, atomic gB/gC reduction)
     'n1_long': [(1, 512, 2, True), (2, 512, 4, True), (4, 256, 4, True), (16, 128, 4, False)],
     'short': [(1, 256, 4, True), (2, 256, 4, True), (4, 256, 8, True), (1, 256, 8, True)],
+    # the states-parallel kernels (n >= 2): tile length and warps (channels per program: 1)
+    'states': [(1, 256, 4, True), (1, 256, 8, True), (1, 256, 2, True), (1, 128, 4, True),
+               (1, 128, 2, True), (1, 64, 2, True), (1, 64, 1, True)],
     'cross_first': [(1, 512, 2, True), (2, 512, 4, True), (4, 512, 4, True)],
     'cross_last': [(8, 256, 4, True), (16, 128, 4, False), (4, 512, 4, True)],
 }
@@ -256,7 +259,7 @@ def sweep(args, shapes):
     rows = []
     for name, (b, d, l, n, g) in shapes.items():  # noqa: E741
         inputs = scan_inputs(b, d, l, n, g, torch.bfloat16, 'cuda')
-        for cfg in SWEEP['n1_long' if l > 1024 else 'short']:
+        for cfg in SWEEP['states' if n > 1 else 'n1_long' if l > 1024 else 'short']:
             st.CONFIG_OVERRIDE.clear()
             st.CONFIG_OVERRIDE.update(zip(('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic'), cfg))
             fwd, fwd_bwd = fwd_bwd_closures(scan_fn('triton', None), inputs,
@@ -269,7 +272,7 @@ def sweep(args, shapes):
             rows.append(dict(kind='sweep', case=name, config=cfg, fwd_ms=tf, fwd_bwd_ms=tfb))
             print(f'sweep {name:22s} {str(cfg):24s} fwd {tf:8.3f} ms  fwd+bwd {tfb:8.3f} ms')
     b, d, h, w, n = args.cross_shape
-    for cl in (False, True):
+    for cl in (False, True) if not args.no_cross else ():
         for cfg in SWEEP['cross_last' if cl else 'cross_first']:
             st.CONFIG_OVERRIDE.clear()
             st.CONFIG_OVERRIDE.update(zip(('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic'), cfg))

@@ -54,8 +54,18 @@ TINY_ARCH = {'VMamba': 'tiny', 'MambaVision': 'T', 'MLLA': 'tiny', 'MViTv2': 'ti
 
 
 # ----------------------------------------------------------------------------- model builders
-def build_ours(name, arch, **kwargs):
-    from mmvision_ssm.models import backbones
+#: where ``rev:<REV>:<Name>`` specs find earlier versions of the package (tools/export_revision.sh)
+REV_DIR = osp.join(ROOT, '.snap', 'rev')
+
+
+def build_ours(name, arch, package='mmvision_ssm', **kwargs):
+    if package != 'mmvision_ssm':  # a renamed copy of another revision (relative imports only)
+        if not osp.isdir(osp.join(REV_DIR, package)):
+            raise SystemExit(f'{package} not found under {REV_DIR}: run '
+                             f'tools/export_revision.sh {package[len("mmvision_ssm_"):]}')
+        if REV_DIR not in sys.path:
+            sys.path.insert(0, REV_DIR)
+    backbones = importlib.import_module(f'{package}.models.backbones')
     if name not in OUR_BACKBONES:
         raise ValueError(f'unknown backbone {name!r}; ours are {", ".join(OUR_BACKBONES)}')
     return getattr(backbones, name)(arch=arch or TINY_ARCH[name], **kwargs)
@@ -229,19 +239,26 @@ def build_timm(name, **kwargs):
 
 
 def build_spec(spec, drop_path=None):
-    """The model named ``ours:<Name>[:<arch>]``, ``official:<name>`` or ``timm:<model>`` (the
-    names of the other speed tools); ``drop_path`` sets ours' and timm's stochastic-depth rate
-    (the official builders keep the rates of the official configs)."""
+    """The model named ``ours:<Name>[:<arch>]``, ``rev:<REV>:<Name>[:<arch>]`` (ours as of git
+    revision REV, exported by tools/export_revision.sh: before/after comparisons in one
+    process), ``official:<name>`` or ``timm:<model>`` (the names of the other speed tools);
+    ``drop_path`` sets ours' and timm's stochastic-depth rate (the official builders keep the
+    rates of the official configs)."""
     kind, _, rest = spec.partition(':')
     kw = {} if drop_path is None else dict(drop_path_rate=drop_path)
     if kind == 'ours':
         name, _, arch = rest.partition(':')
         return build_ours(name, arch or None, **kw)
+    if kind == 'rev':
+        rev, _, rest = rest.partition(':')
+        name, _, arch = rest.partition(':')
+        return build_ours(name, arch or None, package=f'mmvision_ssm_{rev}', **kw)
     if kind == 'official':
         return OFFICIAL[rest]()
     if kind == 'timm':
         return build_timm(rest, **kw)
-    raise SystemExit(f'model {spec!r}: expected ours:NAME[:ARCH], official:NAME or timm:NAME')
+    raise SystemExit(f'model {spec!r}: expected ours:NAME[:ARCH], rev:REV:NAME[:ARCH], '
+                     'official:NAME or timm:NAME')
 
 
 # ----------------------------------------------------------------------------- configs

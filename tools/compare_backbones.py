@@ -84,8 +84,10 @@ def main(argv=None):
                 try:
                     r = measure(model, batch, hw, mode=mode, dtype=args.dtype, iters=args.iters,
                                 warmup=args.warmup)
-                except torch.OutOfMemoryError as err:
-                    r = dict(mode=mode, batch=batch, shape=list(hw), error=str(err)[:200])
+                except Exception as err:  # noqa: BLE001  (OOM, or a model that rejects
+                    # the size, e.g. timm's fixed-size ViT): recorded, the others go on
+                    r = dict(mode=mode, batch=batch, shape=list(hw),
+                             error=f'{type(err).__name__}: {str(err)[:200]}')
                     torch.cuda.empty_cache()
                 r = {'model': spec, 'round': rnd,
                      **{k: v for k, v in r.items() if isinstance(v, (int, float, str, list))}}

@@ -212,9 +212,11 @@ def main():
     # the cross op with its four directions in one program (split False) or one per program:
     # at these batch sizes the automatic choice is split, so the fused form is forced here)
     import mmvision_ssm.ops.scan_triton as st
-    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split')
-    for cfg in [] if args.only else [(4, 128, 4, False, False)] if args.quick else [
-            (1, 1024, 4, True, False), (8, 256, 4, False, True), (1, 512, 2, True, False)]:
+    # (the last key: False sends n >= 2 to the general kernels instead of the states-parallel ones)
+    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split', 'states')
+    for cfg in [] if args.only else [(4, 128, 4, False, False, False)] if args.quick else [
+            (1, 1024, 4, True, False, True), (8, 256, 4, False, True, False),
+            (1, 512, 2, True, False, False)]:
         st.CONFIG_OVERRIDE.update(zip(keys, cfg))
         for case in (CASES[2], CASES[4], CASES[6]):
             record('plain', case + (cfg,), torch.float32, 'triton',

@@ -22,10 +22,17 @@
 #   hires        ours and official VMamba-T / MambaVision-T / MLLA-T, 1344x800 b2 and 512^2 b8
 #   prof_mv_hires  kernel and host-time breakdown, ours vs official MambaVision-T, 1344x800 b2
 #   benchscan    tools/bench_scan.py: Triton vs mamba-ssm vs torch scans, cross op vs copy BW
+#   sweepstates  launch configurations of the states-parallel (n >= 2) scan kernels
 #   cmp_vmamba, cmp_mv, cmp_mlla, cmp_vit
 #                tools/compare_backbones.py: ours next to the official code (timm for ViT-B and
 #                MViTv2-T), alternating, medians over rounds; 224^2, 1344x800 b2, 512^2 b8
 #   vit          ours ViT-B vs timm ViT-B, alternating, 3 rounds, equal drop-path (0.1)
+#   hostcost     tools/host_overhead.py: host time per call of our ops, bare Triton launches,
+#                cProfile of the Python side
+#   ab, profab   $AB_MODELS (e.g. "ours:MambaVision rev:HEAD:MambaVision", revisions exported
+#                by tools/export_revision.sh, .snap carried) side by side, alternating
+#                ($AB_ROUNDS rounds; $AB_CASES, default 224^2 infer b128 + train b64; results
+#                in ab$AB_TAG.json), and their training-step kernel breakdown
 set -u
 export OUT=${OUT:-/tmp/session_out}
 STEP_FILTER="Warning|warn\(|_warn_once"
@@ -74,38 +81,7 @@ for s in "$@"; do
   overhead)
     step 90 overhead python3 tools/profile_backbone.py --model ours:VMamba:tiny --mode train \
       --batch 64 --steps 3 --cpu-top 30 --top 5
-    step 60 launch python3 - <<'PY'
-import time, torch, torch.nn.functional as F
-from mmvision_ssm.ops.layer_norm import layer_norm
-from mmvision_ssm.ops import cross_selective_scan
-def host_us(fn, n=200):  # host time per call; the GPU work is tiny so the CPU is the limit
-    for _ in range(10): fn()
-    torch.cuda.synchronize(); t = time.perf_counter()
-    for _ in range(n): fn()
-    host = (time.perf_counter() - t) / n * 1e6
-    torch.cuda.synchronize()
-    return host
-x = torch.randn(64, 96, device='cuda', requires_grad=True)
-w, b = torch.ones(96, device='cuda', requires_grad=True), torch.zeros(96, device='cuda', requires_grad=True)
-g = torch.randn(64, 96, device='cuda')
-print(f'F.layer_norm fwd      {host_us(lambda: F.layer_norm(x, (96,), w, b)):8.1f} us')
-print(f'ours layer_norm fwd   {host_us(lambda: layer_norm(x, w, b)):8.1f} us')
-print(f'F.layer_norm f+b      {host_us(lambda: torch.autograd.grad(F.layer_norm(x, (96,), w, b), [x, w, b], g)):8.1f} us')
-print(f'ours layer_norm f+b   {host_us(lambda: torch.autograd.grad(layer_norm(x, w, b), [x, w, b], g)):8.1f} us')
-d, h, ww = 96, 8, 8
-xs = torch.randn(2, h, ww, d, device='cuda', requires_grad=True)
-dl = torch.randn(2, h, ww, 4, d, device='cuda', requires_grad=True)
-Bs = torch.randn(2, h, ww, 4, 1, device='cuda', requires_grad=True)
-Cs = torch.randn(2, h, ww, 4, 1, device='cuda', requires_grad=True)
-A = -torch.rand(4 * d, 1, device='cuda'); D = torch.ones(4 * d, device='cuda'); bias = torch.zeros(4 * d, device='cuda')
-f = lambda: cross_selective_scan(xs, dl, A, Bs, Cs, D=D, delta_bias=bias, channels_last=True)
-gy = torch.randn(2, h, ww, d, device='cuda')
-print(f'cross scan fwd        {host_us(f):8.1f} us')
-print(f'cross scan f+b        {host_us(lambda: torch.autograd.grad(f(), [xs, dl, Bs, Cs], gy)):8.1f} us')
-lin = torch.nn.Linear(96, 96).cuda()
-print(f'nn.Linear fwd         {host_us(lambda: lin(x)):8.1f} us')
-PY
-    ;;
+    step 90 host_overhead python3 tools/host_overhead.py --calls 200 --profile 15 ;;
   lnbench)
     step 60 lnbench python3 - <<'PY'
 import torch, torch.nn.functional as F
@@ -178,6 +154,9 @@ PY
       step 90 prof_mv_hires python3 tools/profile_backbone.py --model ours:MambaVision:T \
         official:mamba_vision --mode infer --batch 2 --shape 800 1344 --top 8 --cpu-top 25
     fi ;;
+  sweepstates)  # launch configurations of the states-parallel scan kernels (n = 8, 16)
+    step 120 sweep_states python3 tools/bench_scan.py --device cuda --sweep --no-cross --reps 20 \
+      --out "$OUT/sweep_states.json" ;;
   benchscan)  # the scan ops side by side: triton / mamba-ssm / torch, and the cross op vs copy BW
     if wait_build; then
       step 200 benchscan python3 tools/bench_scan.py --device cuda --reps 30 \
@@ -192,29 +171,18 @@ PY
       timm:vit_base_patch16_224 ours:MViTv2:tiny timm:mvitv2_tiny --case infer:128:224x224 \
       --case train:64:224x224 --rounds 3 --drop-path 0.1 --out "$OUT/cmp_vit.json" ;;
   vit)
-    step 150 vit python3 - <<'PY'
-import json, os, timm, torch
-from mmvision_ssm.benchmark import measure
-from mmvision_ssm.models.backbones.vit import ViT
-models = {'ours ViT-B': ViT('base', drop_path_rate=0.1).cuda(),
-          'timm vit_base_patch16_224': timm.create_model(
-              'vit_base_patch16_224', num_classes=0, drop_path_rate=0.1).cuda()}
-res = []
-for rnd in range(3):  # alternate the two models so drift hits both alike
-    for name, m in models.items():
-        for mode, b in (('infer', 128), ('train', 64)):
-            r = measure(m, b, (224, 224), mode=mode, dtype='bf16', iters=20, warmup=5)
-            r = {'model': name, 'round': rnd,
-                 **{k: v for k, v in r.items() if isinstance(v, (int, float, str))}}
-            res.append(r)
-            print(json.dumps(r), flush=True)
-json.dump(res, open(os.path.join(os.environ['OUT'], 'vit.json'), 'w'), indent=1)
-for mode in ('infer', 'train'):
-    ours = sorted(r['img_per_s'] for r in res if r['mode'] == mode and r['model'].startswith('ours'))
-    ref = sorted(r['img_per_s'] for r in res if r['mode'] == mode and r['model'].startswith('timm'))
-    print(f'{mode}: ours median {ours[1]:.1f} img/s, timm median {ref[1]:.1f} -> {ours[1] / ref[1]:.3f}x')
-PY
-    ;;
+    step 150 vit python3 tools/compare_backbones.py --models ours:ViT:base \
+      timm:vit_base_patch16_224 --case infer:128:224x224 --case train:64:224x224 --rounds 3 \
+      --drop-path 0.1 --out "$OUT/vit.json" ;;
+  hostcost)
+    step 120 host_overhead python3 tools/host_overhead.py --calls 200 --profile 15 ;;
+  ab)  # this tree against an exported revision (tools/export_revision.sh), alternating
+    step 300 ab python3 tools/compare_backbones.py --models ${AB_MODELS:?set AB_MODELS} \
+      ${AB_CASES:---case infer:128:224x224 --case train:64:224x224} \
+      --rounds ${AB_ROUNDS:-2} ${AB_ARGS:-} --out "$OUT/ab${AB_TAG:-}.json" ;;
+  profab)  # kernel breakdown of the same models, training step
+    step 150 profile_ab python3 tools/profile_backbone.py --model ${AB_MODELS:?set AB_MODELS} \
+      --mode train --batch 64 --out "$OUT/profile_ab.json" --top 12 ;;
   *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done

@@ -345,6 +345,11 @@ MIN_PROGRAMS_PER_SM = 2
 CL_PROGRAMS_PER_SM = {8: 2.5, 4: 1.0}
 
 
+#: states-parallel kernels (N >= 2): elements of the (N, BLOCK_L) tile and warps per program
+STATES_TILE = 4096
+STATES_NUM_WARPS = 4
+
+
 @functools.lru_cache(maxsize=None)
 def _sm_count(device):
     if device.type != 'cuda':  # Triton's CPU interpreter: assume an H100/H200-sized GPU
@@ -369,6 +374,13 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     Channels-first cross op: directions split only when the fused form has too few programs.
     """
     split = False
+    if K == 1 and N >= 2 and CONFIG_OVERRIDE.get('states', True):
+        # several states (MambaVision): the states-parallel kernels (scan_triton_states.py),
+        # one (batch, channel) per program, an (N, BLOCK_L) tile of at most STATES_TILE
+        cfg = dict(states=True, BLOCK_D=1, num_warps=STATES_NUM_WARPS, atomic=True, split=False,
+                   BLOCK_L=max(16, min(triton.next_power_of_2(L), STATES_TILE // N)))
+        cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k in ('BLOCK_L', 'num_warps')})
+        return cfg
     if K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
         cfg = dict(BLOCK_D=8, BLOCK_L=min(256, max(16, triton.next_power_of_2(L))), num_warps=4,
                    atomic=True)
@@ -416,6 +428,11 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     nchunk = triton.cdiv(L, bl)
     states = torch.empty(bsz, K, CH, nchunk, N, device=u3.device, dtype=torch.float32)
     last = torch.empty(bsz, CH, N, device=u3.device, dtype=torch.float32) if want_last else states
+    if cfg.get('states'):
+        from . import scan_triton_states
+        scan_triton_states.launch_fwd(u3, dt4[:, 0], A, B4, C4, D, bias, z3, y3, states,
+                                      last if want_last else None, L, CH, HD, softplus, cfg)
+        return states, (last if want_last else None), cfg
     dummy = states
     grid = (triton.cdiv(CH, bd), bsz, K if split else 1)
     _scan_fwd_kernel[grid](
@@ -451,6 +468,12 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     gA = torch.empty(bsz, K * CH, N, device=dev, dtype=torch.float32)
     gD = torch.empty(bsz, K * CH, device=dev, dtype=torch.float32)
     gbias = torch.empty_like(gD)
+    if cfg.get('states'):
+        from . import scan_triton_states
+        scan_triton_states.launch_bwd(u3, dt4[:, 0], A, B4, C4, D, bias, z3, gy3, states, glast,
+                                      L, CH, HD, softplus, cfg, gu3, gdt4[:, 0], gz3, gB, gC,
+                                      gA, gD, gbias)
+        return gB, gC, gA, gD, gbias
     gacc = None
     if split:  # fp32 sum of the directions' gu by atomics (zeroed), in gu3's layout
         gacc = torch.zeros(bsz, L, CH, device=dev, dtype=torch.float32).transpose(1, 2) \
