@@ -461,3 +461,26 @@ def test_triton_backend_matches_reference(case):
     got = run_scan(fn, cuda_inputs, softplus, torch.float32, grad_y.cuda(), grad_state.cuda())
     assert_close({k: v.cpu() for k, v in got.items()}, want, 1e-4, 'triton backend f32')
 
+
+
+def test_opaque_to_compile_graph_breaks_and_runs_eagerly():
+    """Our Triton ops run as eager islands under torch.compile (Inductor cannot compile them),
+    and are plain calls in eager mode."""
+    from mmvision_ssm.ops.dispatch import opaque_to_compile
+    seen = []
+
+    @opaque_to_compile
+    def op(x):
+        seen.append(torch.compiler.is_compiling())
+        return x * 2
+
+    def model(x):
+        return op(x + 1) - 1
+
+    x = torch.randn(5)
+    assert torch.equal(op(x), x * 2) and seen == [False]
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(model)(x).graph_break_count >= 1
+    out = torch.compile(model, backend='eager')(x)
+    torch.testing.assert_close(out, (x + 1) * 2 - 1)
+    assert seen and not any(seen)  # the body never ran inside Dynamo's tracing

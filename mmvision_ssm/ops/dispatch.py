@@ -3,10 +3,10 @@
 Order of precedence: the ``backend=`` argument, then the environment variable
 ``MMVISION_SSM_SCAN_BACKEND``, then the automatic choice:
 
-* CUDA tensors in float32/float16/bfloat16 -> ``triton`` for d_state 1 (VMamba; measured 1.5x
-  faster than mamba-ssm forward+backward), ``mamba_ssm`` for d_state > 1 when it is installed
-  (measured 2.5-3x faster than our kernels at MambaVision shapes, docs/benchmarks.md), else
-  whichever of the two imports, else ``torch``;
+* CUDA tensors in float32/float16/bfloat16 -> ``triton`` for d_state 1 (VMamba; measured 1.36x
+  faster than mamba-ssm forward+backward, side by side), ``mamba_ssm`` for d_state > 1 when it
+  is installed (measured about 2x faster than our kernels at MambaVision shapes, host time
+  included; docs/benchmarks.md, run N), else whichever of the two imports, else ``torch``;
 * anything else (CPU, float64) -> ``torch``.
 
 ``ref`` is never chosen automatically: it is the sequential oracle for tests.
@@ -20,6 +20,23 @@ import torch
 BACKENDS = ('ref', 'torch', 'triton', 'mamba_ssm')
 ENV_VAR = 'MMVISION_SSM_SCAN_BACKEND'
 _GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def opaque_to_compile(fn):
+    """``fn`` unchanged in eager mode; under ``torch.compile`` an opaque call (a graph break).
+
+    Dynamo would trace into our Triton autograd Functions and Inductor failed on them
+    (``InductorError``, docs/benchmarks.md runs E-H); run as eager islands, the rest of a model
+    still compiles. The check costs a flag read in eager mode, not ``torch.compiler.disable``'s
+    context switch on every call."""
+    disabled = torch.compiler.disable(fn)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            return disabled(*args, **kwargs)
+        return fn(*args, **kwargs)
+    return call
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .dispatch import opaque_to_compile
+
 #: elements per program tile (rows x padded width)
 TILE = 4096
 
@@ -124,5 +126,6 @@ class _LayerNormTriton(torch.autograd.Function):
         return dx.view(shape), gw, gb, None, None
 
 
+@opaque_to_compile
 def layer_norm_triton(x, weight, bias, eps, out_dtype):
     return _LayerNormTriton.apply(x, weight, bias, eps, out_dtype)

@@ -22,6 +22,7 @@ import triton.language as tl
 
 from .common import as_grouped, check_scan_inputs
 from .cross import check_cross_inputs
+from .dispatch import opaque_to_compile
 
 # optional manual override for benchmarks: dict(BLOCK_D=..., BLOCK_L=..., num_warps=...)
 CONFIG_OVERRIDE = {}
@@ -548,6 +549,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 None if biasf is None else gbias.sum(0).to(bias_dt), None, None)
 
 
+@opaque_to_compile
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           delta_softplus=False, return_last_state=False):
     return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
@@ -625,6 +627,7 @@ class _CrossScanTriton(torch.autograd.Function):
                 None if biasf is None else gbias.sum(0).to(bias_dt), None, None)
 
 
+@opaque_to_compile
 def cross_selective_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
                                 channels_last=False):
     return _CrossScanTriton.apply(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last)
