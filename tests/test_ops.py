@@ -484,3 +484,15 @@ def test_opaque_to_compile_graph_breaks_and_runs_eagerly():
     out = torch.compile(model, backend='eager')(x)
     torch.testing.assert_close(out, (x + 1) * 2 - 1)
     assert seen and not any(seen)  # the body never ran inside Dynamo's tracing
+
+
+def test_importability_checks_are_constants_to_dynamo():
+    """The dispatcher's importability checks must not break a compiled graph (Dynamo in
+    torch 2.11 refuses to trace importlib's find_spec: one graph break per scan call)."""
+    from mmvision_ssm.ops.dispatch import mamba_ssm_importable, triton_importable
+
+    def model(x):
+        return x * 2 if triton_importable() or mamba_ssm_importable() else x + 1
+    torch._dynamo.reset()
+    explain = torch._dynamo.explain(model)(torch.randn(3))
+    assert explain.graph_break_count == 0 and explain.graph_count == 1

@@ -420,8 +420,8 @@ def _run_one(name, build, args, record):
     note = getattr(model, 'note', None)
     if note:
         print(f'[{name}] {note}', flush=True)
-    if args.compile:
-        model = torch.compile(model)
+    if args.compile:  # static shapes: one graph per measured case, no dynamic-shape kernels
+        model = torch.compile(model, dynamic=False)
     device = torch.device(args.device)
     if args.sweep_resolution:
         def on_point(p):

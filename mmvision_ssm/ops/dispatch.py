@@ -39,7 +39,10 @@ def opaque_to_compile(fn):
     return call
 
 
+# Both checks are constants to torch.compile: Dynamo (torch 2.11) breaks the graph at
+# importlib's find_spec, once per scan call of a compiled model (run Q, docs/benchmarks.md)
 @functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result  # inside: Dynamo unwraps lru_cache and traces this
 def triton_importable():
     if importlib.util.find_spec('triton') is None:
         return False
@@ -52,6 +55,7 @@ def triton_importable():
 
 
 @functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result  # inside: Dynamo unwraps lru_cache and traces this
 def mamba_ssm_importable():
     if importlib.util.find_spec('mamba_ssm') is None:
         return False

@@ -60,9 +60,11 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         threshold = MIN_TRITON_NUMEL_GRAD
     else:
         threshold = MIN_TRITON_NUMEL if min_triton_numel is None else min_triton_numel
+    # under torch.compile, Inductor generates its own fused norm from F.layer_norm
     if (x.is_cuda and weight is not None and width <= MAX_TRITON_WIDTH
             and x.dtype != torch.float64 and mode != 'torch'
-            and (mode == 'triton' or x.numel() >= threshold) and triton_importable()):
+            and (mode == 'triton' or x.numel() >= threshold)
+            and not torch.compiler.is_compiling() and triton_importable()):
         from .layer_norm_triton import layer_norm_triton
         return layer_norm_triton(x, weight, bias, eps, out_dtype)
     # in float32 (autocast would do the same: layer_norm is on its float32 list)

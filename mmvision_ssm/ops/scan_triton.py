@@ -58,6 +58,20 @@ def _softplus(x):
 
 
 @triton.jit
+def _dt_pair(dt_pre, dtn, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """The backward's dt at t and at t + 1 (for a_{t+1}) after the bias and the softplus, and
+    the pre-softplus dt at t (for the softplus derivative): (dt_pre, dt, dt_next)."""
+    if HAS_BIAS:
+        dt_pre += bias
+        dtn += bias
+    dt = dt_pre
+    if SOFTPLUS:
+        dt = _softplus(dt_pre)
+        dtn = _softplus(dtn)
+    return dt_pre, dt, dtn
+
+
+@triton.jit
 def _scan_fwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr,
         y_ptr, acc_ptr, st_ptr, last_ptr,
@@ -193,6 +207,7 @@ def _scan_bwd_kernel(
         A_k = A_k.to(tl.float32)
         if HAS_D:
             Dv = tl.load(D_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
+        bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
         st_base = st_ptr + ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
@@ -228,14 +243,7 @@ def _scan_bwd_kernel(
             dt_pre = dt_pre.to(tl.float32)
             dtn = tl.load(dt_ptr + dt_off + pn[None, :] * sdt_p, mask=mn, other=0.0)
             dtn = dtn.to(tl.float32)
-            if HAS_BIAS:
-                dt_pre += bias[:, None]
-                dtn += bias[:, None]
-            if SOFTPLUS:
-                dt = _softplus(dt_pre)
-                dtn = _softplus(dtn)
-            else:
-                dt = dt_pre
+            dt_pre, dt, dtn = _dt_pair(dt_pre, dtn, bias[:, None], HAS_BIAS, SOFTPLUS)
             dt = tl.where(m2, dt, 0.0)
             du = dt * u
             y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
@@ -559,75 +567,100 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 # ----------------------------------------------------------------------------- cross scan
 
 
+def _cross_views(x, delta, B, C, channels_last):
+    """The kernels' (b, CH, L) / (b, 4, c, L) views of contiguous cross-op tensors."""
+    if channels_last:  # (b, h, w, d), (b, h, w, 4, d), (b, h, w, 4, n)
+        bsz, hh, ww, d = x.shape
+        L = hh * ww
+        return (x.view(bsz, L, d).transpose(1, 2), delta.view(bsz, L, 4, d).permute(0, 2, 3, 1),
+                B.view(bsz, L, 4, -1).permute(0, 2, 3, 1), C.view(bsz, L, 4, -1).permute(0, 2, 3, 1))
+    bsz, d, hh, ww = x.shape  # (b, d, h, w), (b, 4, d, h, w), (b, 4, n, h, w)
+    L = hh * ww
+    return (x.view(bsz, d, L), delta.view(bsz, 4, d, L), B.view(bsz, 4, -1, L),
+            C.view(bsz, 4, -1, L))
+
+
+def cross_states_shape(x, delta, A, B, C, channels_last):
+    """Shape of the saved chunk-start states of :func:`cross_forward` (for fake tensors)."""
+    x3, dt4, _, _ = _cross_views(x, delta, B, C, channels_last)
+    bsz, d, L = x3.shape
+    n = A.shape[1]
+    cfg = _pick_config(n, d, L, 4, channels_contiguous=dt4.stride(2) == 1, bsz=bsz,
+                       device=x.device)
+    return (bsz, 4, d, triton.cdiv(L, cfg['BLOCK_L']), n)
+
+
+def cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last):
+    """The fused cross scan's forward on contiguous inputs: (y, fp32 chunk-start states)."""
+    bsz, d, hh, ww, n = check_cross_inputs(x, delta, A, B, C, D, delta_bias, channels_last)
+    L = hh * ww
+    x3, dt4, B4, C4 = _cross_views(x, delta, B, C, channels_last)
+    y = torch.empty_like(x)
+    if channels_last:
+        y3 = y.view(bsz, L, d).transpose(1, 2)
+        acc = torch.empty(bsz, L, d, device=x.device, dtype=torch.float32).transpose(1, 2)
+    else:
+        y3 = y.view(bsz, d, L)
+        acc = torch.empty(bsz, d, L, device=x.device, dtype=torch.float32)
+    states, _, _ = _launch_fwd(
+        x3, dt4, A.float().contiguous(), B4, C4,
+        D.float().contiguous() if D is not None else None,
+        delta_bias.float().contiguous() if delta_bias is not None else None,
+        None, y3, acc, L, hh, ww, d, d, 4, delta_softplus, False)
+    return y, states
+
+
+def cross_backward(gy, x, delta, A, B, C, D, delta_bias, states, delta_softplus, channels_last):
+    """Gradients of :func:`cross_forward` (contiguous gy): x, delta, A, B, C, D, delta_bias
+    (None for an absent D / delta_bias), each in its input's dtype."""
+    if channels_last:
+        bsz, hh, ww, d = x.shape
+    else:
+        bsz, d, hh, ww = x.shape
+    L, n = hh * ww, A.shape[1]
+    x3, dt4, B4, C4 = _cross_views(x, delta, B, C, channels_last)
+    gx, gdelta = torch.empty_like(x), torch.empty_like(delta)
+    gx3, gdt4, _, _ = _cross_views(gx, gdelta, B, C, channels_last)
+    gy3 = _cross_views(gy, delta, B, C, channels_last)[0]
+    Df = D.float().contiguous() if D is not None else None
+    biasf = delta_bias.float().contiguous() if delta_bias is not None else None
+    cfg = _pick_config(n, d, L, 4, channels_contiguous=dt4.stride(2) == 1, bsz=bsz,
+                       device=x.device)
+    gB, gC, gA, gD, gbias = _launch_bwd(
+        x3, dt4, A.float().contiguous(), B4, C4, Df, biasf, None, gy3, states, None,
+        L, hh, ww, d, d, 4, delta_softplus, cfg, gx3, gdt4, None)
+    if channels_last:  # gB, gC: (b, 4, n, L) -> (b, h, w, 4, n), cast in the same copy
+        gB = torch.empty(B.shape, device=x.device, dtype=B.dtype).copy_(
+            gB.permute(0, 3, 1, 2).view(B.shape))
+        gC = torch.empty(C.shape, device=x.device, dtype=C.dtype).copy_(
+            gC.permute(0, 3, 1, 2).view(C.shape))
+    else:
+        gB, gC = gB.view(B.shape).to(B.dtype), gC.view(C.shape).to(C.dtype)
+    return (gx, gdelta, gA.sum(0).to(A.dtype), gB, gC,
+            None if D is None else gD.sum(0).to(D.dtype),
+            None if delta_bias is None else gbias.sum(0).to(delta_bias.dtype))
+
+
 class _CrossScanTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last):
-        bsz, d, hh, ww, n = check_cross_inputs(x, delta, A, B, C, D, delta_bias, channels_last)
-        L = hh * ww
         x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
-        if channels_last:  # (b, h, w, d), (b, h, w, 4, d), (b, h, w, 4, n)
-            x3 = x.view(bsz, L, d).transpose(1, 2)
-            dt4 = delta.view(bsz, L, 4, d).permute(0, 2, 3, 1)
-            B4 = B.view(bsz, L, 4, n).permute(0, 2, 3, 1)
-            C4 = C.view(bsz, L, 4, n).permute(0, 2, 3, 1)
-        else:  # (b, d, h, w), (b, 4, d, h, w), (b, 4, n, h, w)
-            x3, dt4 = x.view(bsz, d, L), delta.view(bsz, 4, d, L)
-            B4, C4 = B.view(bsz, 4, n, L), C.view(bsz, 4, n, L)
-        Af = A.float().contiguous()
-        Df = D.float().contiguous() if D is not None else None
-        biasf = delta_bias.float().contiguous() if delta_bias is not None else None
-        y = torch.empty_like(x)
-        y3 = y.view(bsz, L, d).transpose(1, 2) if channels_last else y.view(bsz, d, L)
-        acc = torch.empty(y3.shape, device=x.device, dtype=torch.float32)
-        if channels_last:
-            acc = torch.empty(bsz, L, d, device=x.device, dtype=torch.float32).transpose(1, 2)
-        states, _, cfg = _launch_fwd(x3, dt4, Af, B4, C4, Df, biasf, None, y3, acc, L, hh, ww, d,
-                                     d, 4, delta_softplus, False)
-        ctx.save_for_backward(x, delta, Af, B, C, Df, biasf, states)
-        ctx.meta = (delta_softplus, channels_last, cfg, hh, ww, A.dtype,
-                    None if D is None else D.dtype,
-                    None if delta_bias is None else delta_bias.dtype)
+        y, states = cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus,
+                                  channels_last)
+        ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, states)
+        ctx.meta = (delta_softplus, channels_last)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x, delta, Af, B, C, Df, biasf, states = ctx.saved_tensors
-        softplus, channels_last, cfg, hh, ww, a_dt, d_dt, bias_dt = ctx.meta
-        L = hh * ww
-        n = Af.shape[1]
-        gy = gy.contiguous()
-        gx, gdelta = torch.empty_like(x), torch.empty_like(delta)
-        if channels_last:
-            bsz, d = x.shape[0], x.shape[3]
-
-            def v3(t):
-                return t.view(bsz, L, d).transpose(1, 2)
-
-            def v4(t, c):
-                return t.view(bsz, L, 4, c).permute(0, 2, 3, 1)
-        else:
-            bsz, d = x.shape[0], x.shape[1]
-
-            def v3(t):
-                return t.view(bsz, d, L)
-
-            def v4(t, c):
-                return t.view(bsz, 4, c, L)
-        gB, gC, gA, gD, gbias = _launch_bwd(
-            v3(x), v4(delta, d), Af, v4(B, n), v4(C, n), Df, biasf, None, v3(gy), states, None,
-            L, hh, ww, d, d, 4, softplus, cfg, v3(gx), v4(gdelta, d), None)
-        if channels_last:  # gB, gC: (b, 4, n, L)
-            gB = gB.permute(0, 3, 1, 2).reshape(B.shape)
-            gC = gC.permute(0, 3, 1, 2).reshape(C.shape)
-        else:
-            gB, gC = gB.view(B.shape), gC.view(C.shape)
-        return (gx, gdelta, gA.sum(0).to(a_dt), gB.to(B.dtype), gC.to(C.dtype),
-                None if Df is None else gD.sum(0).to(d_dt),
-                None if biasf is None else gbias.sum(0).to(bias_dt), None, None)
+        return (*cross_backward(gy.contiguous(), *ctx.saved_tensors, *ctx.meta), None, None)
 
 
-@opaque_to_compile
 def cross_selective_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
                                 channels_last=False):
+    if torch.compiler.is_compiling():  # one opaque custom op in the graph: no graph break
+        from .scan_triton_compile import cross_selective_scan_op
+        return cross_selective_scan_op(x, delta, A, B, C, D, delta_bias, delta_softplus,
+                                       channels_last)
     return _CrossScanTriton.apply(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last)

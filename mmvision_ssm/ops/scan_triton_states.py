@@ -13,7 +13,7 @@ backward recomputes h chunk by chunk and runs the adjoint recurrence with a reve
 import triton
 import triton.language as tl
 
-from .scan_triton import _combine, _softplus  # the shared recurrence and softplus
+from .scan_triton import _combine, _dt_pair, _softplus  # shared with the general kernels
 
 
 @triton.jit
@@ -121,14 +121,7 @@ def _states_bwd_kernel(
         u = tl.load(u_base + t * su_p, mask=tmask, other=0.0).to(tl.float32)
         dt_pre = tl.load(dt_base + t * sdt_p, mask=tmask, other=0.0).to(tl.float32)
         dtn = tl.load(dt_base + (t + 1) * sdt_p, mask=nmask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt_pre += bias
-            dtn += bias
-        if SOFTPLUS:
-            dt = _softplus(dt_pre)
-            dtn = _softplus(dtn)
-        else:
-            dt = dt_pre
+        dt_pre, dt, dtn = _dt_pair(dt_pre, dtn, bias, HAS_BIAS, SOFTPLUS)
         dt = tl.where(tmask, dt, 0.0)
         du = dt * u
         Bt = tl.load(B_base + t[None, :] * sB_p, mask=m2, other=0.0).to(tl.float32)

@@ -145,4 +145,5 @@ class DenseBackbone(nn.Module):
         # contiguous NCHW, whatever layout the family computes in: mmcv's RoIAlign reads the
         # maps' raw memory as NCHW (no stride handling, CPU and CUDA), so channels-last maps --
         # which the FPN's convs pass on -- silently scramble Mask R-CNN's RoI features
-        return tuple(o.contiguous() for o in self.forward_features(x))
+        return tuple([o.contiguous() for o in self.forward_features(x)])  # (a list: Dynamo
+        # cannot resume a generator after a graph break)
