@@ -3,8 +3,9 @@
     python tools/compare_backbones.py --models ours:VMamba:tiny official:vmamba \
         --case infer:128:224x224 --case train:64:224x224 --rounds 3 --out cmp.json
 
-Models are named as in tools/benchmark.py (``ours:<Name>[:<arch>]``, ``official:<name>``,
-``timm:<model>``); all are built once and kept on the GPU. Each round measures every model in
+Models are named as in tools/benchmark.py (``ours:<Name>[:<arch>]``, ``rev:<REV>:<Name>`` for
+a revision exported by tools/export_revision.sh, ``official:<name>``, ``timm:<model>``); all
+are built once and kept on the GPU. Each round measures every model in
 every case (``mode:batch:HxW``) with :func:`mmvision_ssm.benchmark.measure`; the report gives,
 per case, each model's median over rounds of img/s and of the per-iteration median latency,
 its peak memory, and the ratio to the first model. Machines whose host CPU is slow make

@@ -1,5 +1,16 @@
-"""Shape checks and small helpers shared by every scan backend."""
+"""Shape checks and small helpers shared by every scan backend and the Triton kernels."""
+import functools
+
 import torch
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device: torch.device, interpreter_sms: int) -> int:
+    """Streaming multiprocessors of a CUDA device (launch grids are sized by it);
+    ``interpreter_sms`` stands in for Triton's CPU interpreter."""
+    if device.type != 'cuda':
+        return interpreter_sms
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def compute_dtype(dtype):

@@ -5,11 +5,11 @@ rounded up to a power of two), so rows of 96-768 channels still fill whole warps
 walks a strided set of row blocks per program and keeps the weight/bias gradient partial sums
 in registers; the host adds the per-program partials (a few hundred rows of C floats).
 """
-import functools
-
 import torch
 import triton
 import triton.language as tl
+
+from .common import sm_count
 
 #: elements per program tile (rows x padded width)
 TILE = 4096
@@ -67,13 +67,6 @@ def _ln_bwd_kernel(X, W, DY, Mean, Rstd, DX, DW, DB, M, C, ITERS,
     tl.store(DB + pid * C + cols, db, mask=cmask)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device):
-    if device.type != 'cuda':  # Triton's CPU interpreter
-        return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def _blocks(C):
     block_c = triton.next_power_of_2(C)
     block_m = max(1, min(64, TILE // block_c))
@@ -81,28 +74,22 @@ def _blocks(C):
     return block_m, block_c, warps
 
 
-def _forward(x, weight, bias, eps, out_dtype):
-    """The forward kernel: (y, x as (M, C) rows, mean, rstd)."""
-    C = x.shape[-1]
-    x2 = x.reshape(-1, C).contiguous()
-    M = x2.shape[0]
-    y = torch.empty((M, C), device=x.device, dtype=out_dtype)
-    stats = torch.empty(2, M, device=x.device, dtype=torch.float32)  # one allocation
-    block_m, block_c, warps = _blocks(C)
-    _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
-        x2, weight, bias if bias is not None else weight, y, stats[0], stats[1], M, C, eps,
-        HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
-    return y.view(x.shape), x2, stats[0], stats[1]
-
-
 class _LayerNormTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, out_dtype):
-        y, x2, mean, rstd = _forward(x, weight, bias, eps, out_dtype)
+        C = x.shape[-1]
+        x2 = x.reshape(-1, C).contiguous()
+        M = x2.shape[0]
+        y = torch.empty((M, C), device=x.device, dtype=out_dtype)
+        mean, rstd = torch.empty(2, M, device=x.device, dtype=torch.float32)  # one allocation
+        block_m, block_c, warps = _blocks(C)
+        _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
+            x2, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
+            HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
         ctx.save_for_backward(x2, weight, mean, rstd)
         ctx.meta = (x.shape, x.dtype, bias is not None)
-        return y
+        return y.view(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
@@ -113,7 +100,8 @@ class _LayerNormTriton(torch.autograd.Function):
         dx = torch.empty((M, C), device=x2.device, dtype=x_dtype)
         block_m, block_c, warps = _blocks(C)
         nblocks = triton.cdiv(M, block_m)
-        grid = max(1, min(nblocks, 4 * _sm_count(x2.device)))
+        # 4 programs per SM (4 SMs under Triton's CPU interpreter: few, fast tests)
+        grid = max(1, min(nblocks, 4 * sm_count(x2.device, 4)))
         iters = triton.cdiv(nblocks, grid)
         dw = torch.empty((grid, C), device=x2.device, dtype=torch.float32)
         db = torch.empty_like(dw)

@@ -14,13 +14,12 @@ into a zeroed fp32 scratch with atomics: 4x the programs, which is what small ba
 resolution need (each program's walk over its sequence is serial, so few programs leave the
 GPU idle). Measurements: docs/benchmarks.md.
 """
-import functools
 
 import torch
 import triton
 import triton.language as tl
 
-from .common import as_grouped, check_scan_inputs
+from .common import as_grouped, check_scan_inputs, sm_count
 from .cross import check_cross_inputs
 from .dispatch import opaque_to_compile
 
@@ -359,11 +358,8 @@ STATES_TILE = 4096
 STATES_NUM_WARPS = 4
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device):
-    if device.type != 'cuda':  # Triton's CPU interpreter: assume an H100/H200-sized GPU
-        return 132
-    return torch.cuda.get_device_properties(device).multi_processor_count
+#: SMs assumed under Triton's CPU interpreter (an H100/H200-sized GPU: the tests check the rule)
+INTERPRETER_SMS = 132
 
 
 def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None):
@@ -404,7 +400,7 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     while HD % bd:
         bd //= 2
     if K > 1 and bsz is not None:
-        sms = _sm_count(device)
+        sms = sm_count(device, INTERPRETER_SMS)
         if channels_contiguous:
             while bd > 2 and bsz * triton.cdiv(HD, bd) * K < CL_PROGRAMS_PER_SM[bd] * sms:
                 bd //= 2
@@ -420,6 +416,12 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     return cfg
 
 
+def _config_for(u3, dt4, N, HD, K):
+    """:func:`_pick_config` for the kernels' views u3 (b, CH, L) and dt4 (b, K, CH, L)."""
+    return _pick_config(N, HD, u3.shape[2], K, channels_contiguous=dt4.stride(2) == 1,
+                        bsz=u3.shape[0], device=u3.device)
+
+
 def _strides3(t):
     return t.stride(0), t.stride(1), t.stride(2)
 
@@ -429,8 +431,7 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     """u3/z3/y3/acc3: (b, CH, L) views; dt4 (b, K, CH, L); B4/C4 (b, G, N, L) (any strides)."""
     bsz = u3.shape[0]
     N = A.shape[1]
-    cfg = _pick_config(N, HD, L, K, channels_contiguous=dt4.stride(2) == 1, bsz=bsz,
-                       device=u3.device)
+    cfg = _config_for(u3, dt4, N, HD, K)
     bd, bl, split = cfg['BLOCK_D'], cfg['BLOCK_L'], cfg['split']
     if split:  # the directions add into acc3 with atomics
         acc3.zero_()
@@ -585,9 +586,7 @@ def cross_states_shape(x, delta, A, B, C, channels_last):
     x3, dt4, _, _ = _cross_views(x, delta, B, C, channels_last)
     bsz, d, L = x3.shape
     n = A.shape[1]
-    cfg = _pick_config(n, d, L, 4, channels_contiguous=dt4.stride(2) == 1, bsz=bsz,
-                       device=x.device)
-    return (bsz, 4, d, triton.cdiv(L, cfg['BLOCK_L']), n)
+    return (bsz, 4, d, triton.cdiv(L, _config_for(x3, dt4, n, d, 4)['BLOCK_L']), n)
 
 
 def cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last):
@@ -613,22 +612,17 @@ def cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_las
 def cross_backward(gy, x, delta, A, B, C, D, delta_bias, states, delta_softplus, channels_last):
     """Gradients of :func:`cross_forward` (contiguous gy): x, delta, A, B, C, D, delta_bias
     (None for an absent D / delta_bias), each in its input's dtype."""
-    if channels_last:
-        bsz, hh, ww, d = x.shape
-    else:
-        bsz, d, hh, ww = x.shape
-    L, n = hh * ww, A.shape[1]
+    hh, ww = x.shape[1:3] if channels_last else x.shape[2:]
     x3, dt4, B4, C4 = _cross_views(x, delta, B, C, channels_last)
+    d, L, n = x3.shape[1], x3.shape[2], A.shape[1]
     gx, gdelta = torch.empty_like(x), torch.empty_like(delta)
     gx3, gdt4, _, _ = _cross_views(gx, gdelta, B, C, channels_last)
     gy3 = _cross_views(gy, delta, B, C, channels_last)[0]
     Df = D.float().contiguous() if D is not None else None
     biasf = delta_bias.float().contiguous() if delta_bias is not None else None
-    cfg = _pick_config(n, d, L, 4, channels_contiguous=dt4.stride(2) == 1, bsz=bsz,
-                       device=x.device)
     gB, gC, gA, gD, gbias = _launch_bwd(
         x3, dt4, A.float().contiguous(), B4, C4, Df, biasf, None, gy3, states, None,
-        L, hh, ww, d, d, 4, delta_softplus, cfg, gx3, gdt4, None)
+        L, hh, ww, d, d, 4, delta_softplus, _config_for(x3, dt4, n, d, 4), gx3, gdt4, None)
     if channels_last:  # gB, gC: (b, 4, n, L) -> (b, h, w, 4, n), cast in the same copy
         gB = torch.empty(B.shape, device=x.device, dtype=B.dtype).copy_(
             gB.permute(0, 3, 1, 2).view(B.shape))

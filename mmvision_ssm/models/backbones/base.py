@@ -144,6 +144,6 @@ class DenseBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple:
         # contiguous NCHW, whatever layout the family computes in: mmcv's RoIAlign reads the
         # maps' raw memory as NCHW (no stride handling, CPU and CUDA), so channels-last maps --
-        # which the FPN's convs pass on -- silently scramble Mask R-CNN's RoI features
-        return tuple([o.contiguous() for o in self.forward_features(x)])  # (a list: Dynamo
-        # cannot resume a generator after a graph break)
+        # which the FPN's convs pass on -- silently scramble Mask R-CNN's RoI features.
+        # (A list, not a generator: Dynamo cannot resume a generator after a graph break.)
+        return tuple([o.contiguous() for o in self.forward_features(x)])
