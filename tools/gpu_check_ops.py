@@ -167,12 +167,56 @@ def check_layer_norm(case, dtype, gen):
     return _errs(got, want)
 
 
+NORM_MLP_CASES = [(37, 96, 384), (6272, 96, 384), (300, 768, 3072)]  # (rows, width, hidden)
+
+
+def check_norm_mlp(case, dtype, gen):
+    """mmvision_ssm.ops.norm_mlp (with the Triton LayerNorm and with ATen's; bf16 input under
+    autocast, as in training) against LayerNorm -> Linear -> GELU -> Linear in float64: output and all seven gradients."""
+    import os
+
+    import torch.nn.functional as F
+    from mmvision_ssm.ops.layer_norm import ENV_VAR
+    from mmvision_ssm.ops.norm_mlp import norm_mlp
+    M, C, H = case
+
+    def r(*s, scale=1.0):
+        return (torch.randn(*s, generator=gen, dtype=torch.float64) * scale).cuda()
+
+    leaves = dict(x=r(M, C, scale=2.0), nw=r(C), nb=r(C), w1=r(H, C, scale=C ** -0.5), b1=r(H),
+                  w2=r(C, H, scale=H ** -0.5), b2=r(C))
+    cot = [r(M, C)]
+    if dtype == torch.bfloat16:
+        leaves['x'] = leaves['x'].to(dtype).double()  # the same rounded input for both sides
+
+    def ref(x, nw, nb, w1, b1, w2, b2):
+        return F.linear(F.gelu(F.linear(F.layer_norm(x, (C,), nw, nb, 1e-5), w1, b1)), w2, b2)
+
+    def fused(x, nw, nb, w1, b1, w2, b2):
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            return norm_mlp(x.to(dtype), nw.float(), nb.float(), 1e-5, w1.float(), b1.float(),
+                            w2.float(), b2.float())
+
+    want = run(ref, leaves, {}, cot)
+    errs = {}
+    old = os.environ.get(ENV_VAR)
+    try:
+        for mode in ('triton', 'torch'):  # the Triton norm, and ATen's (smaller inputs)
+            os.environ[ENV_VAR] = mode
+            errs.update({f'{k}_{mode}': v for k, v in _errs(run(fused, leaves, {}, cot),
+                                                            want).items()})
+    finally:
+        os.environ.pop(ENV_VAR) if old is None else os.environ.__setitem__(ENV_VAR, old)
+    return errs
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--out', default=None)
     parser.add_argument('--seed', type=int, default=random.SystemRandom().randrange(2**31))
     parser.add_argument('--quick', action='store_true', help='a subset (fewer Triton compiles)')
-    parser.add_argument('--only', choices=['plain', 'cross', 'lnorm'], help='one kind of check')
+    parser.add_argument('--only', choices=['plain', 'cross', 'lnorm', 'normmlp'],
+                        help='one kind of check')
     args = parser.parse_args()
     print(f'seed {args.seed}; torch {torch.__version__}; {torch.cuda.get_device_name()}')
     gen = torch.Generator().manual_seed(args.seed)
@@ -208,6 +252,9 @@ def main():
     for case in LN_CASES if args.only in (None, 'lnorm') else []:
         for dtype in (torch.float32, torch.bfloat16):
             record('lnorm', case, dtype, 'triton', lambda: check_layer_norm(case, dtype, gen))
+    for case in NORM_MLP_CASES if args.only in (None, 'normmlp') else []:
+        for dtype in (torch.float32, torch.bfloat16):
+            record('nmlp', case, dtype, 'triton', lambda: check_norm_mlp(case, dtype, gen))
     # other launch configurations (several channel blocks, long chunks, atomic gB/gC reduction;
     # the cross op with its four directions in one program (split False) or one per program:
     # at these batch sizes the automatic choice is split, so the fused form is forced here)

@@ -7,6 +7,7 @@
 #   build        mamba-ssm for sm_90 in the background (official VMamba/MambaVision use it)
 #   check        tools/gpu_check_ops.py --quick (scan + cross kernels) and the LayerNorm kernels
 #   checkln      the LayerNorm kernels only
+#   checknmlp    the fused LayerNorm-MLP (ops/norm_mlp.py) with the Triton norm, against float64
 #   checkcross   the cross-op kernels only (all six cases, float32 + bfloat16)
 #   sweep        tools/sweep_cross_op.py --quick: cross-op launch configurations per stage shape
 #   profile      tools/profile_backbone.py: kernel breakdown of ours VMamba-T at 224^2
@@ -33,6 +34,7 @@
 #                by tools/export_revision.sh, .snap carried) side by side, alternating
 #                ($AB_ROUNDS rounds; $AB_CASES, default 224^2 infer b128 + train b64; results
 #                in ab$AB_TAG.json), and their training-step kernel breakdown
+#   absets       like ab for each '|'-separated model set in $AB_SETS (absetN.json)
 set -u
 export OUT=${OUT:-/tmp/session_out}
 STEP_FILTER="Warning|warn\(|_warn_once"
@@ -67,6 +69,8 @@ for s in "$@"; do
     step 200 check_ops python3 tools/gpu_check_ops.py --quick --out "$OUT/check_ops.json" ;;
   checkln)
     step 60 check_ln python3 tools/gpu_check_ops.py --only lnorm --out "$OUT/check_ln.json" ;;
+  checknmlp)
+    step 90 check_nmlp python3 tools/gpu_check_ops.py --only normmlp --out "$OUT/check_nmlp.json" ;;
   sweep)
     step 220 sweep python3 tools/sweep_cross_op.py --quick --out "$OUT/sweep.json" \
       --shapes "224 b128 s1" "1344x800 b2 s1" "512 b8 s1" "224 b128 s3" ;;
@@ -180,6 +184,17 @@ PY
     step 300 ab python3 tools/compare_backbones.py --models ${AB_MODELS:?set AB_MODELS} \
       ${AB_CASES:---case infer:128:224x224 --case train:64:224x224} \
       --rounds ${AB_ROUNDS:-2} ${AB_ARGS:-} --out "$OUT/ab${AB_TAG:-}.json" ;;
+  absets)  # several model sets, '|'-separated in $AB_SETS, each like `ab` (results absetN.json);
+    # a set naming official VMamba/MambaVision waits for the mamba-ssm build
+    IFS='|' read -ra sets <<< "${AB_SETS:?set AB_SETS}"
+    for i in "${!sets[@]}"; do
+      if [[ "${sets[$i]}" == *official:vmamba* || "${sets[$i]}" == *official:mamba_vision* ]]; then
+        wait_build || continue
+      fi
+      step 300 "abset$i" python3 tools/compare_backbones.py --models ${sets[$i]} \
+        ${AB_CASES:---case infer:128:224x224 --case train:64:224x224} \
+        --rounds ${AB_ROUNDS:-2} ${AB_ARGS:-} --out "$OUT/abset$i.json"
+    done ;;
   profab)  # kernel breakdown of the same models, training step
     step 150 profile_ab python3 tools/profile_backbone.py --model ${AB_MODELS:?set AB_MODELS} \
       --mode train --batch 64 --out "$OUT/profile_ab.json" --top 12 ;;

@@ -1,8 +1,12 @@
 """Small pieces shared by several backbones."""
+from __future__ import annotations
+
+import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
 from ..ops.layer_norm import layer_norm, output_dtype
+from ..ops.norm_mlp import norm_mlp
 
 
 def init_linear_and_layernorm(m: nn.Module) -> None:
@@ -41,3 +45,20 @@ class LayerNorm(nn.LayerNorm):
     def forward(self, x):
         return layer_norm(x, self.weight, self.bias, self.eps,
                           output_dtype(x, self.low_precision_output), self.min_triton_numel)
+
+
+def pre_norm_mlp(norm: nn.LayerNorm, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``mlp(norm(x))`` for a last-dim LayerNorm and a timm ``Mlp`` with GELU; when training
+    with autograd (and no dropout), through :func:`mmvision_ssm.ops.norm_mlp`, which keeps half
+    of what the modules would for the backward (it recomputes the cheap parts). Elsewhere (other
+    activations, inference, torch.compile) the modules run unchanged. Used by VMamba; MLLA and
+    MambaVision keep the modules: their training steps are host-bound, and there the Function's
+    extra ops cost more throughput than the memory is worth (docs/benchmarks.md, runs S-W)."""
+    act = mlp.act
+    if (torch.is_grad_enabled() and isinstance(act, nn.GELU) and mlp.norm.__class__ is nn.Identity
+            and not (mlp.training and (mlp.drop1.p or mlp.drop2.p))
+            and isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1
+            and norm.weight is not None and not torch.compiler.is_compiling()):
+        return norm_mlp(x, norm.weight, norm.bias, norm.eps, mlp.fc1.weight, mlp.fc1.bias,
+                        mlp.fc2.weight, mlp.fc2.bias, act.approximate)
+    return mlp(norm(x))

@@ -55,20 +55,61 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     width = x.shape[-1]
     grad = torch.is_grad_enabled() and (
         x.requires_grad or (weight is not None and weight.requires_grad))
-    mode = os.environ.get(ENV_VAR)
     if grad:
         threshold = MIN_TRITON_NUMEL_GRAD
     else:
         threshold = MIN_TRITON_NUMEL if min_triton_numel is None else min_triton_numel
-    # under torch.compile, Inductor generates its own fused norm from F.layer_norm
-    if (x.is_cuda and weight is not None and width <= MAX_TRITON_WIDTH
-            and x.dtype != torch.float64 and mode != 'torch'
-            and (mode == 'triton' or x.numel() >= threshold)
-            and not torch.compiler.is_compiling() and triton_importable()):
+    if weight is not None and _use_triton(x, threshold):
         from .layer_norm_triton import layer_norm_triton
         return layer_norm_triton(x, weight, bias, eps, out_dtype)
     # in float32 (autocast would do the same: layer_norm is on its float32 list)
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = _compute_dtype(x)
     y = F.layer_norm(x.to(compute), (width,), None if weight is None else weight.to(compute),
                      None if bias is None else bias.to(compute), eps)
     return y.to(out_dtype)
+
+
+def _use_triton(x: torch.Tensor, threshold: int) -> bool:
+    mode = os.environ.get(ENV_VAR)
+    # under torch.compile, Inductor generates its own fused norm from F.layer_norm
+    return (x.is_cuda and x.shape[-1] <= MAX_TRITON_WIDTH and x.dtype != torch.float64
+            and mode != 'torch' and (mode == 'triton' or x.numel() >= threshold)
+            and not torch.compiler.is_compiling() and triton_importable())
+
+
+def layer_norm_rows(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    eps: float, out_dtype: torch.dtype) -> tuple:
+    """For fused autograd Functions that recompute a norm: LayerNorm of the (M, C) rows ``x2``
+    without autograd, as ``(y in out_dtype, mean, rstd)`` (statistics float32, or float64 for
+    float64 input); the same kernel choice as :func:`layer_norm` with autograd."""
+    if _use_triton(x2, MIN_TRITON_NUMEL_GRAD):
+        from .layer_norm_triton import ln_forward
+        return ln_forward(x2, weight, bias, eps, out_dtype)
+    # in float32, as autocast runs F.layer_norm (ATen's CUDA kernels also reject a bf16 input
+    # with float32 parameters)
+    compute = _compute_dtype(x2)
+    y, mean, rstd = torch.native_layer_norm(x2.to(compute), (x2.shape[1],), weight.to(compute),
+                                            None if bias is None else bias.to(compute), eps)
+    return y.to(out_dtype), mean.view(-1), rstd.view(-1)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def layer_norm_rows_backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor | None, mean: torch.Tensor,
+                             rstd: torch.Tensor) -> tuple:
+    """(dx in x2's dtype, dweight, dbias) of :func:`layer_norm_rows` (dbias None without bias;
+    the parameter gradients in the parameters' dtype)."""
+    if _use_triton(x2, MIN_TRITON_NUMEL_GRAD):
+        from .layer_norm_triton import ln_backward
+        dx, dw, db = ln_backward(dy2.contiguous(), x2, weight, mean, rstd)
+    else:
+        compute = _compute_dtype(x2)
+        dx, dw, db = torch.ops.aten.native_layer_norm_backward(
+            dy2.to(compute), x2.to(compute), (x2.shape[1],), mean.view(-1, 1), rstd.view(-1, 1),
+            weight.to(compute), None if bias is None else bias.to(compute),
+            (True, True, bias is not None))
+        dx = dx.to(x2.dtype)
+    return dx, dw.to(weight.dtype), None if bias is None else db.to(weight.dtype)

@@ -74,41 +74,56 @@ def _blocks(C):
     return block_m, block_c, warps
 
 
+def ln_forward(x2, weight, bias, eps, out_dtype):
+    """(y, mean, rstd) of the (M, C) rows ``x2``: y in ``out_dtype``, the statistics fp32."""
+    M, C = x2.shape
+    y = torch.empty((M, C), device=x2.device, dtype=out_dtype)
+    mean, rstd = torch.empty(2, M, device=x2.device, dtype=torch.float32)  # one allocation
+    block_m, block_c, warps = _blocks(C)
+    _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
+        x2, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
+        HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+    return y, mean, rstd
+
+
+def ln_backward(dy2, x2, weight, mean, rstd, need_weight_grads=True):
+    """(dx, dweight, dbias) for :func:`ln_forward`; dx in x's dtype, the others fp32 (None
+    when not needed). ``dy2`` must be contiguous (M, C)."""
+    M, C = x2.shape
+    dx = torch.empty((M, C), device=x2.device, dtype=x2.dtype)
+    block_m, block_c, warps = _blocks(C)
+    nblocks = triton.cdiv(M, block_m)
+    # 4 programs per SM (4 SMs under Triton's CPU interpreter: few, fast tests)
+    grid = max(1, min(nblocks, 4 * sm_count(x2.device, 4)))
+    iters = triton.cdiv(nblocks, grid)
+    dw = torch.empty((grid, C), device=x2.device, dtype=torch.float32)
+    db = torch.empty_like(dw)
+    _ln_bwd_kernel[(grid,)](x2, weight, dy2, mean, rstd, dx, dw, db, M, C, iters,
+                            BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+    if not need_weight_grads:
+        return dx, None, None
+    return dx, dw.sum(0), db.sum(0)
+
+
 class _LayerNormTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, out_dtype):
         C = x.shape[-1]
         x2 = x.reshape(-1, C).contiguous()
-        M = x2.shape[0]
-        y = torch.empty((M, C), device=x.device, dtype=out_dtype)
-        mean, rstd = torch.empty(2, M, device=x.device, dtype=torch.float32)  # one allocation
-        block_m, block_c, warps = _blocks(C)
-        _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
-            x2, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
-            HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+        y, mean, rstd = ln_forward(x2, weight, bias, eps, out_dtype)
         ctx.save_for_backward(x2, weight, mean, rstd)
-        ctx.meta = (x.shape, x.dtype, bias is not None)
+        ctx.meta = (x.shape, bias is not None)
         return y.view(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
         x2, weight, mean, rstd = ctx.saved_tensors
-        shape, x_dtype, has_bias = ctx.meta
-        M, C = x2.shape
-        dy2 = dy.reshape(M, C).contiguous()
-        dx = torch.empty((M, C), device=x2.device, dtype=x_dtype)
-        block_m, block_c, warps = _blocks(C)
-        nblocks = triton.cdiv(M, block_m)
-        # 4 programs per SM (4 SMs under Triton's CPU interpreter: few, fast tests)
-        grid = max(1, min(nblocks, 4 * sm_count(x2.device, 4)))
-        iters = triton.cdiv(nblocks, grid)
-        dw = torch.empty((grid, C), device=x2.device, dtype=torch.float32)
-        db = torch.empty_like(dw)
-        _ln_bwd_kernel[(grid,)](x2, weight, dy2, mean, rstd, dx, dw, db, M, C, iters,
-                                BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
-        gw = dw.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        gb = db.sum(0).to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
+        shape, has_bias = ctx.meta
+        need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        dx, dw, db = ln_backward(dy.reshape(x2.shape).contiguous(), x2, weight, mean, rstd, need)
+        gw = dw.to(weight.dtype) if ctx.needs_input_grad[1] else None
+        gb = db.to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
         return dx.view(shape), gw, gb, None, None
 
 

@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...ops import cross_selective_scan
-from ..layers import LayerNorm, init_linear_and_layernorm
+from ..layers import LayerNorm, init_linear_and_layernorm, pre_norm_mlp
 from .base import DenseBackbone, check_arch
 
 # Official VMamba uses torch's default LayerNorm eps everywhere (ln and ln2d).
@@ -262,7 +262,7 @@ class VSSBlock(nn.Module):
     def forward(self, x):
         x = x + self.drop_path(self.ssm(self.norm1(x)))
         if self.mlp is not None:
-            x = x + self.drop_path(self.mlp(self.norm2(x)))
+            x = x + self.drop_path(pre_norm_mlp(self.norm2, self.mlp, x))
         return x
 
 

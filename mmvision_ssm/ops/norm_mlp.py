@@ -1,0 +1,83 @@
+"""LayerNorm -> Linear -> GELU -> Linear as one autograd Function that keeps half for backward.
+
+The pre-norm MLP is the largest activation consumer of every block in these backbones: autograd
+keeps the norm's input, the normalised tokens (fc1's input), fc1's output (GELU's input) and
+GELU's output (fc2's input) -- 1 + 1 + r + r token maps for an MLP ratio r (10 maps at r = 4,
+about a third of an MLLA block's saved bytes). This Function keeps only the norm's input, its
+row statistics and fc1's output (1 + r maps) and recomputes the normalised tokens and the GELU
+in the backward: two elementwise passes, against the four GEMMs the MLP costs anyway.
+
+Numerics are those of the unfused modules under autocast: the norm is computed in float32 from
+the input, the GEMMs run in the autocast dtype (float32 without autocast), and the gradients
+come back in each input's dtype.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .layer_norm import layer_norm_rows, layer_norm_rows_backward
+
+__all__ = ['norm_mlp']
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1, t.shape[-1])
+
+
+class _NormMlp(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, norm_w, norm_b, eps, w1, b1, w2, b2, approximate, dtype):
+        x2 = _flat(x)
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        xn, mean, rstd = layer_norm_rows(x2, norm_w, norm_b, eps, dtype)
+        w1c, w2c = w1.to(dtype), w2.to(dtype)
+        h = F.linear(xn, w1c, None if b1 is None else b1.to(dtype))
+        out = F.linear(F.gelu(h, approximate=approximate), w2c,
+                       None if b2 is None else b2.to(dtype))
+        ctx.save_for_backward(x2, mean, rstd, norm_w, norm_b, w1c, h, w2c)
+        ctx.meta = (x.shape, eps, approximate, dtype, b1 is not None, b2 is not None,
+                    w1.dtype, w2.dtype)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, mean, rstd, norm_w, norm_b, w1c, h, w2c = ctx.saved_tensors
+        shape, eps, approximate, dtype, has_b1, has_b2, w1_dtype, w2_dtype = ctx.meta
+        go = _flat(grad_out).to(dtype)
+        need = ctx.needs_input_grad
+        # recomputed: GELU's output (fc2's input) and the normalised tokens (fc1's input)
+        g = F.gelu(h, approximate=approximate)
+        gw2 = (go.t() @ g).to(w2_dtype) if need[6] else None
+        gb2 = go.sum(0).to(w2_dtype) if has_b2 and need[7] else None
+        del g
+        gh = torch.ops.aten.gelu_backward(go @ w2c, h, approximate=approximate)
+        gb1 = gh.sum(0).to(w1_dtype) if has_b1 and need[5] else None
+        gx = gnw = gnb = gw1 = None
+        if need[4]:
+            xn = layer_norm_rows(x2, norm_w, norm_b, eps, dtype)[0]
+            gw1 = (gh.t() @ xn).to(w1_dtype)
+            del xn
+        if need[0] or need[1] or need[2]:
+            gx, gnw, gnb = layer_norm_rows_backward(gh @ w1c, x2, norm_w, norm_b, mean, rstd)
+            gx = gx.view(shape)
+        return gx, gnw, gnb, None, gw1, gb1, gw2, gb2, None, None
+
+
+def norm_mlp(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor | None,
+             eps: float, fc1_weight: torch.Tensor, fc1_bias: torch.Tensor | None,
+             fc2_weight: torch.Tensor, fc2_bias: torch.Tensor | None,
+             approximate: str = 'none') -> torch.Tensor:
+    """``fc2(gelu(fc1(layer_norm(x))))`` over the last dim of ``x``, keeping only ``x``, the
+    norm's statistics and fc1's output for the backward (see the module docstring).
+
+    Under autocast the GEMMs run in the autocast dtype and the result has that dtype, as the
+    unfused ``nn.Linear`` would; otherwise everything runs in ``x``'s dtype.
+    """
+    dev = x.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    with torch.autocast(dev, enabled=False):  # the Function casts explicitly
+        return _NormMlp.apply(x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias,
+                              fc2_weight, fc2_bias, approximate, dtype)
