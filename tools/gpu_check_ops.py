@@ -172,7 +172,8 @@ NORM_MLP_CASES = [(37, 96, 384), (6272, 96, 384), (300, 768, 3072)]  # (rows, wi
 
 def check_norm_mlp(case, dtype, gen):
     """mmvision_ssm.ops.norm_mlp (with the Triton LayerNorm and with ATen's; bf16 input under
-    autocast, as in training) against LayerNorm -> Linear -> GELU -> Linear in float64: output and all seven gradients."""
+    autocast, as in training) against LayerNorm -> Linear -> GELU -> Linear in float64: output
+    and all seven gradients."""
     import os
 
     import torch.nn.functional as F

@@ -46,7 +46,7 @@ def saved_bytes(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, dep
     def pack(t):
         storage = t.untyped_storage()
         key = storage.data_ptr()
-        # weights and their per-forward casts (same shape as a parameter) are not activations
+        # parameters are not activations (their autocast copies cancel in main's difference)
         if key not in seen and key not in params:
             seen.add(key)
             per_module[stack[-1]] += storage.nbytes()

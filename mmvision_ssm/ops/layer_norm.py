@@ -14,6 +14,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from .common import compute_dtype
 from .dispatch import triton_importable
 
 #: rows wider than this go to PyTorch (one row must fit in one Triton block)
@@ -63,7 +64,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         from .layer_norm_triton import layer_norm_triton
         return layer_norm_triton(x, weight, bias, eps, out_dtype)
     # in float32 (autocast would do the same: layer_norm is on its float32 list)
-    compute = _compute_dtype(x)
+    compute = compute_dtype(x.dtype)
     y = F.layer_norm(x.to(compute), (width,), None if weight is None else weight.to(compute),
                      None if bias is None else bias.to(compute), eps)
     return y.to(out_dtype)
@@ -87,14 +88,10 @@ def layer_norm_rows(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         return ln_forward(x2, weight, bias, eps, out_dtype)
     # in float32, as autocast runs F.layer_norm (ATen's CUDA kernels also reject a bf16 input
     # with float32 parameters)
-    compute = _compute_dtype(x2)
+    compute = compute_dtype(x2.dtype)
     y, mean, rstd = torch.native_layer_norm(x2.to(compute), (x2.shape[1],), weight.to(compute),
                                             None if bias is None else bias.to(compute), eps)
     return y.to(out_dtype), mean.view(-1), rstd.view(-1)
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def layer_norm_rows_backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor,
@@ -106,7 +103,7 @@ def layer_norm_rows_backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.
         from .layer_norm_triton import ln_backward
         dx, dw, db = ln_backward(dy2.contiguous(), x2, weight, mean, rstd)
     else:
-        compute = _compute_dtype(x2)
+        compute = compute_dtype(x2.dtype)
         dx, dw, db = torch.ops.aten.native_layer_norm_backward(
             dy2.to(compute), x2.to(compute), (x2.shape[1],), mean.view(-1, 1), rstd.view(-1, 1),
             weight.to(compute), None if bias is None else bias.to(compute),
