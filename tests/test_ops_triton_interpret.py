@@ -70,14 +70,20 @@ SCRIPT = textwrap.dedent('''
     assert st._pick_config(1, 96, 67200, 4, False, bsz=2, device=cpu)['split']
     assert not st._pick_config(1, 96, 3136, 4, False, bsz=64, device=cpu)['split']
     # channels-last: 8 channels per program while that leaves >= 2.5 programs per SM, then 4
-    # (>= 1 per SM), then 2; the interpreter counts 132 SMs
+    # (>= 1 per SM), then 2; the interpreter counts 132 SMs. Still fewer than 2 programs per SM
+    # over several chunks: the chunk-parallel kernels with their own blocks
+    st.CONFIG_OVERRIDE.update(chunk_par=False)
     cfg = st._pick_config(1, 96, 67200, 4, True, bsz=2, device=cpu)
     assert cfg['split'] and cfg['BLOCK_D'] == 4 and cfg['BLOCK_L'] == 256
+    assert st._pick_config(1, 96, 67200, 4, True, bsz=1, device=cpu)['BLOCK_D'] == 2
+    st.CONFIG_OVERRIDE.clear()
+    cfg = st._pick_config(1, 96, 67200, 4, True, bsz=2, device=cpu)
+    assert cfg['chunk_par'] and cfg['split'] and (cfg['BLOCK_D'], cfg['BLOCK_L']) == (16, 64)
+    assert not st._pick_config(1, 192, 33600, 4, True, bsz=2, device=cpu)['chunk_par']  # 2.9/SM
     cfg = st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cpu)
     assert cfg['split'] and cfg['BLOCK_D'] == 8
     cfg = st._pick_config(1, 384, 196, 4, True, bsz=128, device=cpu)  # short: one chunk
     assert cfg['split'] and cfg['BLOCK_D'] == 8 and cfg['BLOCK_L'] == 256
-    assert st._pick_config(1, 96, 67200, 4, True, bsz=1, device=cpu)['BLOCK_D'] == 2
     assert not st._pick_config(1, 96, 3136, 1, False, bsz=2, device=cpu)['split']  # plain scan
     # several states (MambaVision, n = 16, 196 tokens): the states-parallel kernels, one chunk
     cfg = st._pick_config(16, 160, 196, 1, False, bsz=64, device=cpu)
@@ -100,6 +106,24 @@ SCRIPT = textwrap.dedent('''
         st.CONFIG_OVERRIDE.update(split=split)
         worst = max(worst, cross(1, 2, 3, 11, 1, False))
     st.CONFIG_OVERRIDE.clear()
+    # chunk-parallel kernels (summaries -> scan over chunks -> outputs), forward and backward:
+    # several chunks, groups, z, last state; the cross op in both layouts, with both gB/gC
+    # reductions, and a number of chunks above one block of the middle pass's scan
+    st.CONFIG_OVERRIDE.update(BLOCK_L=16, BLOCK_D=2, chunk_par=True, states=False)
+    worst = max(worst, plain(2, 4, 37, 2, 2, True, True))
+    worst = max(worst, plain(1, 2, 16, 1, None, False, True))  # exactly one chunk: serial
+    worst = max(worst, cross(1, 4, 4, 9, 1, True))
+    st.CONFIG_OVERRIDE.update(atomic=False)
+    worst = max(worst, cross(2, 2, 5, 7, 2, False))
+    carry_block = st.CARRY_BLOCK_C
+    st.CARRY_BLOCK_C = 16
+    worst = max(worst, plain(1, 2, 16 * 37 + 5, 1, None, True, True))  # 38 chunks, 3 blocks
+    st.CARRY_BLOCK_C = carry_block
+    st.CONFIG_OVERRIDE.clear()
+    # automatic: chunk-parallel for few programs (small batch, long sequence), not for many
+    assert st._pick_config(1, 96, 67200, 4, True, bsz=2, device=cpu)['chunk_par']
+    assert not st._pick_config(1, 192, 3136, 4, True, bsz=64, device=cpu)['chunk_par']
+    assert not st._pick_config(1, 96, 196, 4, True, bsz=2, device=cpu)['chunk_par']  # 1 chunk
     # under torch.compile the cross op is one custom op (fake + autograd registered): a full
     # graph (no break) whose values and gradients equal the eager autograd Function's
     from mmvision_ssm.ops.scan_triton_compile import cross_scan_fwd

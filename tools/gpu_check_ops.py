@@ -260,9 +260,13 @@ def main():
     # the cross op with its four directions in one program (split False) or one per program:
     # at these batch sizes the automatic choice is split, so the fused form is forced here)
     import mmvision_ssm.ops.scan_triton as st
-    # (the last key: False sends n >= 2 to the general kernels instead of the states-parallel ones)
-    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split', 'states')
-    for cfg in [] if args.only else [(4, 128, 4, False, False, False)] if args.quick else [
+    # ('states' False sends n >= 2 to the general kernels instead of the states-parallel ones;
+    # 'chunk_par' True forces the chunk-parallel kernels, which the automatic rule picks only
+    # for few programs)
+    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split', 'states', 'chunk_par')
+    forced_chunk_par = (4, 128, 4, True, True, False, True)
+    for cfg in [] if args.only else [(4, 128, 4, False, False, False), forced_chunk_par] \
+            if args.quick else [forced_chunk_par,
             (1, 1024, 4, True, False, True), (8, 256, 4, False, True, False),
             (1, 512, 2, True, False, False)]:
         st.CONFIG_OVERRIDE.update(zip(keys, cfg))

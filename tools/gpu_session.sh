@@ -8,6 +8,8 @@
 #   check        tools/gpu_check_ops.py --quick (scan + cross kernels) and the LayerNorm kernels
 #   checkln      the LayerNorm kernels only
 #   checknmlp    the fused LayerNorm-MLP (ops/norm_mlp.py) with the Triton norm, against float64
+#   sweepcp      the cross op's chunk-serial against its chunk-parallel kernels (1344x800 b2, 512^2 b8,
+#                224^2 b128 stage shapes)
 #   checkcross   the cross-op kernels only (all six cases, float32 + bfloat16)
 #   sweep        tools/sweep_cross_op.py --quick: cross-op launch configurations per stage shape
 #   profile      tools/profile_backbone.py: kernel breakdown of ours VMamba-T at 224^2
@@ -28,6 +30,8 @@
 #                tools/compare_backbones.py: ours next to the official code (timm for ViT-B and
 #                MViTv2-T), alternating, medians over rounds; 224^2, 1344x800 b2, 512^2 b8
 #   vit          ours ViT-B vs timm ViT-B, alternating, 3 rounds, equal drop-path (0.1)
+#   hostprof     wall vs kernel ms, launches and host time per op of a training step (b64), ours
+#                and official VMamba-T / MambaVision-T / MLLA-T
 #   hostcost     tools/host_overhead.py: host time per call of our ops, bare Triton launches,
 #                cProfile of the Python side
 #   ab, profab   $AB_MODELS (e.g. "ours:MambaVision rev:HEAD:MambaVision", revisions exported
@@ -74,6 +78,9 @@ for s in "$@"; do
   sweep)
     step 220 sweep python3 tools/sweep_cross_op.py --quick --out "$OUT/sweep.json" \
       --shapes "224 b128 s1" "1344x800 b2 s1" "512 b8 s1" "224 b128 s3" ;;
+  sweepcp)  # chunk-serial vs chunk-parallel cross-op kernels at the small-batch / large-map shapes
+    step 330 sweep_cp python3 tools/sweep_cross_op.py --chunk-par --reps 10 --out "$OUT/sweep_cp.json" \
+      --shapes "1344x800 b2 s1" "1344x800 b2 s2" "1344x800 b2 s3" "512 b8 s1" "224 b128 s1" ;;
   checkcross)
     step 120 check_cross python3 tools/gpu_check_ops.py --only cross --out "$OUT/check_cross.json" ;;
   profile)
@@ -178,6 +185,12 @@ PY
     step 150 vit python3 tools/compare_backbones.py --models ours:ViT:base \
       timm:vit_base_patch16_224 --case infer:128:224x224 --case train:64:224x224 --rounds 3 \
       --drop-path 0.1 --out "$OUT/vit.json" ;;
+  hostprof)  # wall vs kernel time, launches and host time per op of training steps, ours and official
+    if wait_build; then
+      step 240 hostprof python3 tools/profile_backbone.py --model ours:VMamba:tiny official:vmamba \
+        ours:MambaVision:T official:mamba_vision ours:MLLA:tiny official:mlla --mode train \
+        --batch 64 --steps 3 --top 6 --cpu-top 25 --out "$OUT/hostprof.json"
+    fi ;;
   hostcost)
     step 120 host_overhead python3 tools/host_overhead.py --calls 200 --profile 15 ;;
   ab)  # this tree against an exported revision (tools/export_revision.sh), alternating

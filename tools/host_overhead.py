@@ -115,14 +115,22 @@ def main():
         ('plain scan n16 f+b (Triton)', lambda: torch.autograd.grad(plain(), [u, dt, Bp, Cp],
                                                                     torch.ones_like(u))),
     ]
+    from mmvision_ssm.ops.dispatch import mamba_ssm_importable
+    if mamba_ssm_importable():  # the baseline's host cost at the same inputs
+        theirs = lambda: selective_scan(u, dt, As, Bp, Cp, D=D[:160], delta_bias=bias[:160],  # noqa
+                                        delta_softplus=True, backend='mamba_ssm')
+        cases += [('plain scan n16 fwd (mamba-ssm)', theirs),
+                  ('plain scan n16 f+b (mamba-ssm)', lambda: torch.autograd.grad(
+                      theirs(), [u, dt, Bp, Cp], torch.ones_like(u)))]
     print(f'{"op":34s} {"host us/call":>12s}')
     for name, fn in cases:
         print(f'{name:34s} {host_us(fn, n):12.1f}', flush=True)
 
     print('\nbare Triton launches (the arguments of the op above):')
+    from mmvision_ssm.ops import scan_triton_states  # n >= 2 runs the states-parallel kernels
     for module, name, op in ((layer_norm_triton, '_ln_fwd_kernel', ln_ours),
                              (scan_triton, '_scan_fwd_kernel', cross),
-                             (scan_triton, '_scan_fwd_kernel', plain)):
+                             (scan_triton_states, '_states_fwd_kernel', plain)):
         jit_us, handle_us, nargs = bare_launch_costs(module, name, op, n)
         handle = handle_us if isinstance(handle_us, str) else f'{handle_us:.1f} us'
         print(f'  {name} ({nargs} args): kernel[grid](...) {jit_us:.1f} us, '

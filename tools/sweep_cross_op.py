@@ -25,6 +25,7 @@ SHAPES = {  # name: (batch, channels, h, w)
     '224 b128 s3': (128, 384, 14, 14), '224 b128 s4': (128, 768, 7, 7),
     '1344x800 b2 s1': (2, 96, 200, 336), '1344x800 b2 s2': (2, 192, 100, 168),
     '1344x800 b2 s3': (2, 384, 50, 84), '512 b8 s1': (8, 96, 128, 128),
+    '2048x1024 b1 s1': (1, 96, 256, 512), '2048x1024 b1 s2': (1, 192, 128, 256),
 }
 
 
@@ -49,6 +50,8 @@ def main():
     p.add_argument('--reps', type=int, default=10)
     p.add_argument('--quick', action='store_true', help='fewer configurations')
     p.add_argument('--shapes', nargs='+', help=f'subset of {list(SHAPES)}')
+    p.add_argument('--chunk-par', action='store_true',
+                   help='only the chunk-serial against the chunk-parallel kernels')
     args = p.parse_args()
     # one direction per program, per-direction output slices (partial) -- the form the rule
     # picks for channels-last maps -- over channels per program, chunk length and the gB/gC
@@ -60,6 +63,14 @@ def main():
     if not args.quick:
         grid += [dict(split=True, partial=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=nw, atomic=False)
                  for bd, bl, nw in itertools.product((2, 32), (64, 128), (2, 4, 8))]
+    if args.chunk_par:
+        # chunk-parallel programs need not be few per batch element, so they can afford more
+        # channels per program (longer contiguous runs of a channels-last map per token)
+        grid = [dict(split=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=4, atomic=True,
+                     chunk_par=False) for bd, bl in itertools.product((4, 8, 16), (128, 256))]
+        grid += [dict(split=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=nw, atomic=True,
+                      chunk_par=True)
+                 for bd, bl, nw in itertools.product((8, 16, 32), (64, 128), (4, 8))]
     rows = []
     for name in args.shapes or SHAPES:
         b, d, h, w = SHAPES[name]

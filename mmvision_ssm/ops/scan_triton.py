@@ -12,7 +12,10 @@ fused -- the four directions in the same program, summed in an fp32 scratch the 
 owns (x and the scratch stay in L2); split -- one direction per program (grid axis 2), summed
 into a zeroed fp32 scratch with atomics: 4x the programs, which is what small batches at high
 resolution need (each program's walk over its sequence is serial, so few programs leave the
-GPU idle). Measurements: docs/benchmarks.md.
+GPU idle). When even that leaves the GPU short of programs (a batch of 1-2 on the largest maps),
+the chunk-parallel form runs one chunk per program in three passes: chunk summaries, a scan over
+the chunks (``_chunk_carry_kernel``) for the state entering each chunk, then the outputs -- and
+the same for the adjoint in the backward. Measurements: docs/benchmarks.md.
 """
 
 import torch
@@ -73,7 +76,7 @@ def _dt_pair(dt_pre, dtn, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 @triton.jit
 def _scan_fwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr,
-        y_ptr, acc_ptr, st_ptr, last_ptr,
+        y_ptr, acc_ptr, st_ptr, last_ptr, sumP_ptr, sumS_ptr,
         L, HH, WW, CH, HD, NCHUNK,
         su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
         sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p,
@@ -81,16 +84,28 @@ def _scan_fwd_kernel(
         N: tl.constexpr, K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
         SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, SPLIT_K: tl.constexpr,
-        KLOOP: tl.constexpr):
+        KLOOP: tl.constexpr, MODE: tl.constexpr):
+    """MODE 0: walk all chunks, carrying the state (and saving each chunk's start state).
+    Chunk-parallel (one chunk per program, grid axis 2 = direction * NCHUNK + chunk):
+    MODE 1 writes each chunk's summary from a zero start -- the product of its decays (sumP)
+    and its end state (sumS) -- for :func:`_chunk_carry_kernel`; MODE 2 reads the start state
+    that kernel wrote into ``st_ptr`` and computes the outputs."""
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = c < CH
     nidx = tl.arange(0, N)
     j = tl.arange(0, BLOCK_L)
+    c_lo = 0
+    c_hi = NCHUNK
+    pid2 = tl.program_id(2)
+    if MODE != 0:
+        c_lo = pid2 % NCHUNK
+        c_hi = c_lo + 1
+        pid2 = pid2 // NCHUNK
     for kk in tl.static_range(KLOOP):
         if SPLIT_K:  # one direction per program (grid axis 2); KLOOP == 1
-            k = tl.program_id(2)
+            k = pid2
         else:  # all K directions in this program, unrolled
             k = kk
         if K == 1:
@@ -104,9 +119,13 @@ def _scan_fwd_kernel(
             Dv = tl.load(D_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
-        st_base = st_ptr + ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
-        h_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
-        for ci in range(NCHUNK):
+        st_off = ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
+        st_base = st_ptr + st_off
+        if MODE == 2:
+            h_carry = tl.load(st_base + c_lo * N, mask=cmask[:, None], other=0.0)
+        else:
+            h_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+        for ci in range(c_lo, c_hi):
             t = ci * BLOCK_L + j
             tmask = t < L
             if SPLIT_K:
@@ -124,50 +143,67 @@ def _scan_fwd_kernel(
                 dt = _softplus(dt)
             dt = tl.where(m2, dt, 0.0)  # padding tokens: a = 1, x = 0
             du = dt * u
-            tl.store(st_base + ci * N, h_carry, mask=cmask[:, None])
-            y = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
-            new_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
-            for n in tl.static_range(N):
-                sel = nidx[None, :] == n
-                An = tl.sum(tl.where(sel, A_k, 0.0), 1)
-                h0 = tl.sum(tl.where(sel, h_carry, 0.0), 1)
-                Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p, mask=tmask,
-                             other=0.0).to(tl.float32)
-                Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p, mask=tmask,
-                             other=0.0).to(tl.float32)
-                a = tl.exp(dt * An[:, None])
-                x = du * Bn[None, :]
-                a_s, x_s = tl.associative_scan((a, x), 1, _combine)
-                h = x_s + a_s * h0[:, None]
-                y += h * Cn[None, :]
-                last = tl.sum(tl.where(j[None, :] == BLOCK_L - 1, h, 0.0), 1)
-                new_carry = tl.where(sel, last[:, None], new_carry)
-            h_carry = new_carry
-            if HAS_D:
-                y += Dv[:, None] * u
-            if HAS_Z:
-                z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
-                            other=0.0).to(tl.float32)
-                y = y * z * tl.sigmoid(z)
-            y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
-            if K == 1:
-                tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
-            elif SPLIT_K:  # the directions run in different programs: sum in fp32 scratch
-                a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
-                tl.atomic_add(acc_ptr + a_off, y, mask=m2, sem='relaxed')
+            if MODE == 0:
+                tl.store(st_base + ci * N, h_carry, mask=cmask[:, None])
+            if MODE == 1:  # the chunk's summary: its decay product and its end state from 0
+                prod = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+                end = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+                is_end = j[None, :] == BLOCK_L - 1
+                for n in tl.static_range(N):
+                    sel = nidx[None, :] == n
+                    An = tl.sum(tl.where(sel, A_k, 0.0), 1)
+                    Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p,
+                                 mask=tmask, other=0.0).to(tl.float32)
+                    a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), du * Bn[None, :]),
+                                                   1, _combine)
+                    prod = tl.where(sel, tl.sum(tl.where(is_end, a_s, 0.0), 1)[:, None], prod)
+                    end = tl.where(sel, tl.sum(tl.where(is_end, x_s, 0.0), 1)[:, None], end)
+                tl.store(sumP_ptr + st_off + ci * N, prod, mask=cmask[:, None])
+                tl.store(sumS_ptr + st_off + ci * N, end, mask=cmask[:, None])
             else:
-                a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
-                if k == 0:
-                    tl.store(acc_ptr + a_off, y, mask=m2)
-                elif k < K - 1:
-                    tl.store(acc_ptr + a_off, tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y,
-                             mask=m2)
-                else:
-                    y = tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y
+                y = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+                new_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+                for n in tl.static_range(N):
+                    sel = nidx[None, :] == n
+                    An = tl.sum(tl.where(sel, A_k, 0.0), 1)
+                    h0 = tl.sum(tl.where(sel, h_carry, 0.0), 1)
+                    Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p, mask=tmask,
+                                 other=0.0).to(tl.float32)
+                    Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p, mask=tmask,
+                                 other=0.0).to(tl.float32)
+                    a = tl.exp(dt * An[:, None])
+                    x = du * Bn[None, :]
+                    a_s, x_s = tl.associative_scan((a, x), 1, _combine)
+                    h = x_s + a_s * h0[:, None]
+                    y += h * Cn[None, :]
+                    last = tl.sum(tl.where(j[None, :] == BLOCK_L - 1, h, 0.0), 1)
+                    new_carry = tl.where(sel, last[:, None], new_carry)
+                h_carry = new_carry
+                if HAS_D:
+                    y += Dv[:, None] * u
+                if HAS_Z:
+                    z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
+                                other=0.0).to(tl.float32)
+                    y = y * z * tl.sigmoid(z)
+                y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
+                if K == 1:
                     tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
-        if STORE_LAST:
+                elif SPLIT_K:  # the directions run in different programs: sum in fp32 scratch
+                    a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
+                    tl.atomic_add(acc_ptr + a_off, y, mask=m2, sem='relaxed')
+                else:
+                    a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
+                    if k == 0:
+                        tl.store(acc_ptr + a_off, y, mask=m2)
+                    elif k < K - 1:
+                        tl.store(acc_ptr + a_off, tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y,
+                                 mask=m2)
+                    else:
+                        y = tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y
+                        tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
+        if STORE_LAST:  # (chunk-parallel: the last chunk's program)
             tl.store(last_ptr + (b * CH + c[:, None]) * N + nidx[None, :], h_carry,
-                     mask=cmask[:, None])
+                     mask=cmask[:, None] & (c_hi == NCHUNK))
         if K > 1 and not SPLIT_K:
             tl.debug_barrier()  # the next direction reads scratch other threads wrote
 
@@ -176,25 +212,38 @@ def _scan_fwd_kernel(
 def _scan_bwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, gy_ptr, st_ptr, glast_ptr,
         gu_ptr, gacc_ptr, gdt_ptr, gB_ptr, gC_ptr, gz_ptr, gA_ptr, gD_ptr, gbias_ptr,
-        L, HH, WW, CH, HD, NCHUNK, NBLK, NG,
+        lamc_ptr, sumQ_ptr, sumG_ptr,
+        L, HH, WW, CH, HD, NCHUNK, NBLK, NG, NPART,
         su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
         sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p,
         sz_b, sz_c, sz_p, sy_b, sy_c, sy_p, sa_b, sa_c, sa_p,
         N: tl.constexpr, K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
         SOFTPLUS: tl.constexpr, HAS_GLAST: tl.constexpr, GBC_ATOMIC: tl.constexpr,
-        SPLIT_K: tl.constexpr, KLOOP: tl.constexpr):
+        SPLIT_K: tl.constexpr, KLOOP: tl.constexpr, MODE: tl.constexpr):
     """Gradients; y-shaped tensors (gy, gz, gu) use the sy_* strides of u's layout, dt-shaped ones
-    (gdt) the sdt_* strides. gB/gC/gA/gD/gbias are per-program partial sums (fp32)."""
+    (gdt) the sdt_* strides. gB/gC/gA/gD/gbias are per-program partial sums (fp32); gA/gD/gbias
+    rows are (batch, part), NPART parts per batch element.
+    MODE 0 walks the chunks backwards carrying the adjoint state. Chunk-parallel (one chunk per
+    program, as in the forward): MODE 1 writes each chunk's adjoint summary from a zero carry --
+    the product of its decays (sumQ) and its first adjoint state (sumG); MODE 2 reads the carry
+    :func:`_chunk_carry_kernel` wrote into ``lamc_ptr`` and computes the gradients."""
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     c = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = c < CH
     nidx = tl.arange(0, N)
     j = tl.arange(0, BLOCK_L)
+    c_lo = 0
+    c_hi = NCHUNK
+    pid2 = tl.program_id(2)
+    if MODE != 0:
+        c_lo = pid2 % NCHUNK
+        c_hi = c_lo + 1
+        pid2 = pid2 // NCHUNK
     for kk in tl.static_range(KLOOP):
         if SPLIT_K:  # one direction per program (grid axis 2); KLOOP == 1
-            k = tl.program_id(2)
+            k = pid2
         else:  # all K directions in this program, unrolled
             k = kk
         if K == 1:
@@ -209,8 +258,11 @@ def _scan_bwd_kernel(
         bias = tl.zeros((BLOCK_D,), dtype=tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
-        st_base = st_ptr + ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
-        if HAS_GLAST:
+        st_off = ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
+        st_base = st_ptr + st_off
+        if MODE == 2:
+            lam_carry = tl.load(lamc_ptr + st_off + c_lo * N, mask=cmask[:, None], other=0.0)
+        elif HAS_GLAST and MODE == 0:
             lam_carry = tl.load(glast_ptr + (b * CH + c[:, None]) * N + nidx[None, :],
                                 mask=cmask[:, None], other=0.0).to(tl.float32)
         else:
@@ -222,8 +274,11 @@ def _scan_bwd_kernel(
             gbc_base = (b * NG + grp) * N * L
         else:  # this program's partial-sum rows of gB/gC (b, NBLK, K, N, L)
             gbc_base = ((b * NBLK + pid_d) * K + k) * N * L
-        for cc in range(NCHUNK):
-            ci = NCHUNK - 1 - cc
+        for cc in range(c_lo, c_hi):
+            if MODE == 0:
+                ci = NCHUNK - 1 - cc
+            else:
+                ci = cc
             t = ci * BLOCK_L + j
             tmask = t < L
             if SPLIT_K:
@@ -247,100 +302,166 @@ def _scan_bwd_kernel(
             du = dt * u
             y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
             gy = tl.load(gy_ptr + y_off, mask=m2, other=0.0).to(tl.float32)
-            if HAS_Z:  # the gate needs y before gating: recompute it
-                y_pre = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+            if MODE == 1:  # the chunk's adjoint summary from a zero carry
+                if HAS_Z:
+                    z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p,
+                                mask=m2, other=0.0).to(tl.float32)
+                    gy = gy * z * tl.sigmoid(z)
+                prod = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+                first = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+                is_first = j[None, :] == 0
                 for n in tl.static_range(N):
                     sel = nidx[None, :] == n
                     An = tl.sum(tl.where(sel, A_k, 0.0), 1)
-                    h0 = tl.sum(tl.where(sel, tl.load(st_base + ci * N, mask=cmask[:, None],
-                                                      other=0.0), 0.0), 1)
-                    Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p,
-                                 mask=tmask, other=0.0).to(tl.float32)
                     Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p,
                                  mask=tmask, other=0.0).to(tl.float32)
-                    a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), du * Bn[None, :]),
-                                                   1, _combine)
-                    y_pre += (x_s + a_s * h0[:, None]) * Cn[None, :]
+                    a_next = tl.where(mn, tl.exp(dtn * An[:, None]), 1.0)
+                    r_a, r_g = tl.associative_scan((a_next, gy * Cn[None, :]), 1, _combine,
+                                                   reverse=True)
+                    prod = tl.where(sel, tl.sum(tl.where(is_first, r_a, 0.0), 1)[:, None], prod)
+                    first = tl.where(sel, tl.sum(tl.where(is_first, r_g, 0.0), 1)[:, None],
+                                     first)
+                tl.store(sumQ_ptr + st_off + ci * N, prod, mask=cmask[:, None])
+                tl.store(sumG_ptr + st_off + ci * N, first, mask=cmask[:, None])
+            else:
+                if HAS_Z:  # the gate needs y before gating: recompute it
+                    y_pre = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+                    for n in tl.static_range(N):
+                        sel = nidx[None, :] == n
+                        An = tl.sum(tl.where(sel, A_k, 0.0), 1)
+                        h0 = tl.sum(tl.where(sel, tl.load(st_base + ci * N, mask=cmask[:, None],
+                                                          other=0.0), 0.0), 1)
+                        Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p,
+                                     mask=tmask, other=0.0).to(tl.float32)
+                        Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p,
+                                     mask=tmask, other=0.0).to(tl.float32)
+                        a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), du * Bn[None, :]),
+                                                       1, _combine)
+                        y_pre += (x_s + a_s * h0[:, None]) * Cn[None, :]
+                    if HAS_D:
+                        y_pre += Dv[:, None] * u
+                    z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
+                                other=0.0).to(tl.float32)
+                    sz = tl.sigmoid(z)
+                    gz = gy * y_pre * sz * (1.0 + z * (1.0 - sz))
+                    tl.store(gz_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p,
+                             gz.to(gz_ptr.dtype.element_ty), mask=m2)
+                    gy = gy * z * sz
                 if HAS_D:
-                    y_pre += Dv[:, None] * u
-                z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
-                            other=0.0).to(tl.float32)
-                sz = tl.sigmoid(z)
-                gz = gy * y_pre * sz * (1.0 + z * (1.0 - sz))
-                tl.store(gz_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p,
-                         gz.to(gz_ptr.dtype.element_ty), mask=m2)
-                gy = gy * z * sz
-            if HAS_D:
-                gD_acc += tl.sum(gy * u, 1)
-                gu = gy * Dv[:, None]
-            else:
-                gu = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
-            g_du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
-            gdt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
-            h_start = tl.load(st_base + ci * N, mask=cmask[:, None], other=0.0)
-            new_lam = tl.zeros((BLOCK_D, N), dtype=tl.float32)
-            for n in tl.static_range(N):
-                sel = nidx[None, :] == n
-                An = tl.sum(tl.where(sel, A_k, 0.0), 1)
-                h0 = tl.sum(tl.where(sel, h_start, 0.0), 1)
-                lam0 = tl.sum(tl.where(sel, lam_carry, 0.0), 1)
-                Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p, mask=tmask,
-                             other=0.0).to(tl.float32)
-                Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p, mask=tmask,
-                             other=0.0).to(tl.float32)
-                x = du * Bn[None, :]
-                a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), x), 1, _combine)
-                h = x_s + a_s * h0[:, None]
-                # adjoint: lam_t = gy_t C_t + a_{t+1} lam_{t+1}  (a = 1 past the end)
-                a_next = tl.where(mn, tl.exp(dtn * An[:, None]), 1.0)
-                r_a, r_g = tl.associative_scan((a_next, gy * Cn[None, :]), 1, _combine,
-                                               reverse=True)
-                lam = r_g + r_a * lam0[:, None]
-                first = tl.sum(tl.where(j[None, :] == 0, lam, 0.0), 1)
-                new_lam = tl.where(sel, first[:, None], new_lam)
-                g_loga = lam * (h - x)  # = lam_t * a_t * h_{t-1}
-                gdt += g_loga * An[:, None]
-                gA_acc = tl.where(sel, gA_acc + tl.sum(g_loga * dt, 1)[:, None], gA_acc)
-                g_du += lam * Bn[None, :]
-                if GBC_ATOMIC:
-                    tl.atomic_add(gB_ptr + gbc_base + n * L + p, tl.sum(lam * du, 0), mask=tmask,
-                                  sem='relaxed')
-                    tl.atomic_add(gC_ptr + gbc_base + n * L + p, tl.sum(gy * h, 0), mask=tmask,
-                                  sem='relaxed')
+                    gD_acc += tl.sum(gy * u, 1)
+                    gu = gy * Dv[:, None]
                 else:
-                    tl.store(gB_ptr + gbc_base + n * L + p, tl.sum(lam * du, 0), mask=tmask)
-                    tl.store(gC_ptr + gbc_base + n * L + p, tl.sum(gy * h, 0), mask=tmask)
-            lam_carry = new_lam
-            gdt += g_du * u
-            gu += g_du * dt
-            if SOFTPLUS:
-                gdt = gdt * tl.sigmoid(dt_pre)
-            gdt = tl.where(m2, gdt, 0.0)
-            gbias_acc += tl.sum(gdt, 1)
-            tl.store(gdt_ptr + dt_off + p[None, :] * sdt_p, gdt.to(gdt_ptr.dtype.element_ty),
-                     mask=m2)
-            if K == 1:
-                tl.store(gu_ptr + y_off, gu.to(gu_ptr.dtype.element_ty), mask=m2)
-            elif SPLIT_K:
-                a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
-                tl.atomic_add(gacc_ptr + a_off, gu, mask=m2, sem='relaxed')
-            else:
-                a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
-                if k == 0:
-                    tl.store(gacc_ptr + a_off, gu, mask=m2)
-                elif k < K - 1:
-                    tl.store(gacc_ptr + a_off, tl.load(gacc_ptr + a_off, mask=m2, other=0.0) + gu,
-                             mask=m2)
-                else:
-                    gu = tl.load(gacc_ptr + a_off, mask=m2, other=0.0) + gu
+                    gu = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+                g_du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+                gdt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+                h_start = tl.load(st_base + ci * N, mask=cmask[:, None], other=0.0)
+                new_lam = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+                for n in tl.static_range(N):
+                    sel = nidx[None, :] == n
+                    An = tl.sum(tl.where(sel, A_k, 0.0), 1)
+                    h0 = tl.sum(tl.where(sel, h_start, 0.0), 1)
+                    lam0 = tl.sum(tl.where(sel, lam_carry, 0.0), 1)
+                    Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p, mask=tmask,
+                                 other=0.0).to(tl.float32)
+                    Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p, mask=tmask,
+                                 other=0.0).to(tl.float32)
+                    x = du * Bn[None, :]
+                    a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), x), 1, _combine)
+                    h = x_s + a_s * h0[:, None]
+                    # adjoint: lam_t = gy_t C_t + a_{t+1} lam_{t+1}  (a = 1 past the end)
+                    a_next = tl.where(mn, tl.exp(dtn * An[:, None]), 1.0)
+                    r_a, r_g = tl.associative_scan((a_next, gy * Cn[None, :]), 1, _combine,
+                                                   reverse=True)
+                    lam = r_g + r_a * lam0[:, None]
+                    first = tl.sum(tl.where(j[None, :] == 0, lam, 0.0), 1)
+                    new_lam = tl.where(sel, first[:, None], new_lam)
+                    g_loga = lam * (h - x)  # = lam_t * a_t * h_{t-1}
+                    gdt += g_loga * An[:, None]
+                    gA_acc = tl.where(sel, gA_acc + tl.sum(g_loga * dt, 1)[:, None], gA_acc)
+                    g_du += lam * Bn[None, :]
+                    if GBC_ATOMIC:
+                        tl.atomic_add(gB_ptr + gbc_base + n * L + p, tl.sum(lam * du, 0),
+                                      mask=tmask, sem='relaxed')
+                        tl.atomic_add(gC_ptr + gbc_base + n * L + p, tl.sum(gy * h, 0), mask=tmask,
+                                      sem='relaxed')
+                    else:
+                        tl.store(gB_ptr + gbc_base + n * L + p, tl.sum(lam * du, 0), mask=tmask)
+                        tl.store(gC_ptr + gbc_base + n * L + p, tl.sum(gy * h, 0), mask=tmask)
+                lam_carry = new_lam
+                gdt += g_du * u
+                gu += g_du * dt
+                if SOFTPLUS:
+                    gdt = gdt * tl.sigmoid(dt_pre)
+                gdt = tl.where(m2, gdt, 0.0)
+                gbias_acc += tl.sum(gdt, 1)
+                tl.store(gdt_ptr + dt_off + p[None, :] * sdt_p, gdt.to(gdt_ptr.dtype.element_ty),
+                         mask=m2)
+                if K == 1:
                     tl.store(gu_ptr + y_off, gu.to(gu_ptr.dtype.element_ty), mask=m2)
-        # per-batch partials of the parameter gradients: (b, K*CH, N) and (b, K*CH)
-        tl.store(gA_ptr + (b * K * CH + arow[:, None]) * N + nidx[None, :], gA_acc,
-                 mask=cmask[:, None])
-        tl.store(gD_ptr + b * K * CH + arow, gD_acc, mask=cmask)
-        tl.store(gbias_ptr + b * K * CH + arow, gbias_acc, mask=cmask)
+                elif SPLIT_K:
+                    a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
+                    tl.atomic_add(gacc_ptr + a_off, gu, mask=m2, sem='relaxed')
+                else:
+                    a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
+                    if k == 0:
+                        tl.store(gacc_ptr + a_off, gu, mask=m2)
+                    elif k < K - 1:
+                        tl.store(gacc_ptr + a_off,
+                                 tl.load(gacc_ptr + a_off, mask=m2, other=0.0) + gu,
+                                 mask=m2)
+                    else:
+                        gu = tl.load(gacc_ptr + a_off, mask=m2, other=0.0) + gu
+                        tl.store(gu_ptr + y_off, gu.to(gu_ptr.dtype.element_ty), mask=m2)
+        # partials of the parameter gradients per (batch, part): (b * NPART, K * CH, N) and
+        # (b * NPART, K * CH); chunk-parallel programs write one part per chunk (c_lo)
+        if MODE != 1:
+            prow = b * NPART + c_lo
+            tl.store(gA_ptr + (prow * K * CH + arow[:, None]) * N + nidx[None, :], gA_acc,
+                     mask=cmask[:, None])
+            tl.store(gD_ptr + prow * K * CH + arow, gD_acc, mask=cmask)
+            tl.store(gbias_ptr + prow * K * CH + arow, gbias_acc, mask=cmask)
         if K > 1 and not SPLIT_K:
             tl.debug_barrier()
+
+
+@triton.jit
+def _chunk_carry_kernel(P_ptr, S_ptr, init_ptr, out_ptr, NCHUNK, N: tl.constexpr,
+                        BLOCK_C: tl.constexpr, REVERSE: tl.constexpr, HAS_INIT: tl.constexpr):
+    """Chunk-parallel scans, middle pass: the state entering each chunk, from the chunk summaries
+    (P, S) of one row (batch, direction, channel) of the (rows, NCHUNK, N) buffers: the
+    recurrence over chunks, h_out = P * h_in + S, run as one associative scan per block of
+    BLOCK_C chunks. Forward (the state): out[0] = 0, out[i] = h after chunk i - 1. Reverse (the
+    adjoint): out[NCHUNK - 1] = init (the last state's gradient, (rows, N), or 0), out[i] = the
+    adjoint entering chunk i + 1 from the end."""
+    row = tl.program_id(0).to(tl.int64)
+    base = row * NCHUNK * N
+    nidx = tl.arange(0, N)
+    rows = tl.arange(0, BLOCK_C)
+    carry = tl.zeros((N,), dtype=tl.float32)
+    if HAS_INIT:
+        carry = tl.load(init_ptr + row * N + nidx).to(tl.float32)
+    if REVERSE:
+        tl.store(out_ptr + base + (NCHUNK - 1) * N + nidx, carry)
+    else:
+        tl.store(out_ptr + base + nidx, carry)
+    for blk in range(tl.cdiv(NCHUNK, BLOCK_C)):
+        if REVERSE:
+            ci = NCHUNK - 1 - (blk * BLOCK_C + rows)  # reversed: row 0 is the latest chunk
+        else:
+            ci = blk * BLOCK_C + rows
+        valid = (ci >= 0) & (ci < NCHUNK)
+        off = base + ci[:, None] * N + nidx[None, :]
+        P = tl.load(P_ptr + off, mask=valid[:, None], other=1.0)  # padding: the identity
+        S = tl.load(S_ptr + off, mask=valid[:, None], other=0.0)
+        Pc, Sc = tl.associative_scan((P, S), 0, _combine)
+        h = Pc * carry[None, :] + Sc  # the state leaving chunk ci (the adjoint entering it)
+        if REVERSE:
+            nxt = ci - 1
+        else:
+            nxt = ci + 1
+        ok = valid & (nxt >= 0) & (nxt < NCHUNK)
+        tl.store(out_ptr + base + nxt[:, None] * N + nidx[None, :], h, mask=ok[:, None])
+        carry = tl.sum(tl.where(rows[:, None] == BLOCK_C - 1, h, 0.0), 0)
 
 
 #: the channels-first cross op splits its directions when it would launch fewer programs than
@@ -358,11 +479,36 @@ STATES_TILE = 4096
 STATES_NUM_WARPS = 4
 
 
+#: chunk-parallel kernels (one chunk per program: summaries, a scan over the chunks, outputs)
+#: when the chunk-serial form would launch fewer programs than this per SM -- small batches at
+#: the largest maps, where each program would otherwise walk hundreds of chunks one by one.
+#: Measured (H100, cross op, bf16; docs/benchmarks.md run Y): VMamba-T at 1344x800 b2, stage 1
+#: (1.5 serial programs/SM) f+b 2.66 ms against 3.19 for the best serial form; from 2.9
+#: programs/SM (stage 2, 512^2 b8 stage 1) the serial form was as fast or faster (the chunk-
+#: parallel form reads the inputs twice: once for the chunk summaries)
+CHUNK_PAR_PROGRAMS_PER_SM = 2
+#: the chunk-parallel launch: its programs are many anyway, so more channels per program
+#: (longer contiguous runs of a channels-last token) and short chunks
+CHUNK_PAR_BLOCKS = dict(BLOCK_D=16, BLOCK_L=64)
+#: chunks per block of the middle pass's scan over chunks
+CARRY_BLOCK_C = 256
+
+
 #: SMs assumed under Triton's CPU interpreter (an H100/H200-sized GPU: the tests check the rule)
 INTERPRETER_SMS = 132
 
 
-def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None):
+# plain-Python helpers: triton.cdiv / next_power_of_2 are @jit functions, and calling one from
+# the host costs microseconds of argument unwrapping per call (several calls per scan call)
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _next_pow2(x):
+    return 1 << max(0, x - 1).bit_length()
+
+
+def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None, CH=None):
     """Launch configuration: BLOCK_D (a power of two dividing HD), BLOCK_L, num_warps, whether
     gB/gC are reduced over channel blocks with atomics (else per-block rows summed after), and
     for the cross op (K = 4) ``split``: one direction per program, the four summed with fp32
@@ -377,21 +523,23 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     fwd / f+b from 1.60 / 6.34 with 4, and stage 3 (196 tokens) to 0.31 / 1.50 from 0.88 / 2.46
     with the former fused 2-channel form; 1344x800 b2 keeps 4).
     Channels-first cross op: directions split only when the fused form has too few programs.
+    ``chunk_par``: when even that leaves fewer than ``CHUNK_PAR_PROGRAMS_PER_SM`` programs per
+    SM over several chunks, the chunk-parallel kernels (``CHUNK_PAR_BLOCKS``; split directions).
     """
     split = False
     if K == 1 and N >= 2 and CONFIG_OVERRIDE.get('states', True):
         # several states (MambaVision): the states-parallel kernels (scan_triton_states.py),
         # one (batch, channel) per program, an (N, BLOCK_L) tile of at most STATES_TILE
         cfg = dict(states=True, BLOCK_D=1, num_warps=STATES_NUM_WARPS, atomic=True, split=False,
-                   BLOCK_L=max(16, min(triton.next_power_of_2(L), STATES_TILE // N)))
+                   BLOCK_L=max(16, min(_next_pow2(L), STATES_TILE // N)))
         cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k in ('BLOCK_L', 'num_warps')})
         return cfg
     if K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
-        cfg = dict(BLOCK_D=8, BLOCK_L=min(256, max(16, triton.next_power_of_2(L))), num_warps=4,
+        cfg = dict(BLOCK_D=8, BLOCK_L=min(256, max(16, _next_pow2(L))), num_warps=4,
                    atomic=True)
         split = True
     elif L <= 1024:  # short sequences (MambaVision windows): a single chunk
-        cfg = dict(BLOCK_D=2 if N <= 8 else 1, BLOCK_L=max(16, triton.next_power_of_2(L)),
+        cfg = dict(BLOCK_D=2 if N <= 8 else 1, BLOCK_L=max(16, _next_pow2(L)),
                    num_warps=4, atomic=True)
     else:
         cfg = dict(BLOCK_D=1, BLOCK_L=512 if N <= 4 else 256, num_warps=2 if N <= 4 else 4,
@@ -402,9 +550,9 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     if K > 1 and bsz is not None:
         sms = sm_count(device, INTERPRETER_SMS)
         if channels_contiguous:
-            while bd > 2 and bsz * triton.cdiv(HD, bd) * K < CL_PROGRAMS_PER_SM[bd] * sms:
+            while bd > 2 and bsz * _cdiv(HD, bd) * K < CL_PROGRAMS_PER_SM[bd] * sms:
                 bd //= 2
-        elif bsz * triton.cdiv(HD, bd) < MIN_PROGRAMS_PER_SM * sms:
+        elif bsz * _cdiv(HD, bd) < MIN_PROGRAMS_PER_SM * sms:
             split = True
     cfg['BLOCK_D'], cfg['split'] = bd, split
     cfg.update(CONFIG_OVERRIDE)
@@ -413,17 +561,44 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
         bd //= 2
     cfg['BLOCK_D'] = bd
     cfg['split'] = bool(cfg['split']) and K > 1
+    nchunk = _cdiv(L, cfg['BLOCK_L'])
+    chunk_par = cfg.get('chunk_par')
+    if chunk_par is None:
+        chunk_par = False
+        if bsz is not None and nchunk > 1:
+            programs = bsz * _cdiv(CH or HD, cfg['BLOCK_D']) * (K if cfg['split'] else 1)
+            chunk_par = programs < CHUNK_PAR_PROGRAMS_PER_SM * sm_count(device, INTERPRETER_SMS)
+    cfg['chunk_par'] = bool(chunk_par) and nchunk > 1
+    if cfg['chunk_par']:
+        for key, val in CHUNK_PAR_BLOCKS.items():
+            if key not in CONFIG_OVERRIDE:
+                cfg[key] = val
+        while HD % cfg['BLOCK_D']:
+            cfg['BLOCK_D'] //= 2
+        if K > 1:
+            cfg['split'] = True  # chunks of a direction run in parallel: the directions must too
     return cfg
 
 
 def _config_for(u3, dt4, N, HD, K):
     """:func:`_pick_config` for the kernels' views u3 (b, CH, L) and dt4 (b, K, CH, L)."""
     return _pick_config(N, HD, u3.shape[2], K, channels_contiguous=dt4.stride(2) == 1,
-                        bsz=u3.shape[0], device=u3.device)
+                        bsz=u3.shape[0], device=u3.device, CH=u3.shape[1])
 
 
 def _strides3(t):
     return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _launch_carry(P, S, init, out, reverse):
+    """The middle pass of the chunk-parallel kernels: ``out`` (rows, NCHUNK, N) from the chunk
+    summaries P, S (same layout) and the optional init (rows, N)."""
+    nchunk, N = P.shape[-2], P.shape[-1]
+    rows = P.numel() // (nchunk * N)
+    _chunk_carry_kernel[(rows,)](
+        P, S, init if init is not None else P, out, nchunk, N=N,
+        BLOCK_C=min(CARRY_BLOCK_C, max(16, _next_pow2(nchunk))), REVERSE=reverse,
+        HAS_INIT=init is not None, num_warps=4)
 
 
 def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K, softplus,
@@ -435,7 +610,7 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     bd, bl, split = cfg['BLOCK_D'], cfg['BLOCK_L'], cfg['split']
     if split:  # the directions add into acc3 with atomics
         acc3.zero_()
-    nchunk = triton.cdiv(L, bl)
+    nchunk = _cdiv(L, bl)
     states = torch.empty(bsz, K, CH, nchunk, N, device=u3.device, dtype=torch.float32)
     last = torch.empty(bsz, CH, N, device=u3.device, dtype=torch.float32) if want_last else states
     if cfg.get('states'):
@@ -444,17 +619,27 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
                                       last if want_last else None, L, CH, HD, softplus, cfg)
         return states, (last if want_last else None), cfg
     dummy = states
-    grid = (triton.cdiv(CH, bd), bsz, K if split else 1)
-    _scan_fwd_kernel[grid](
-        u3, dt4, A, B4, C4, D if D is not None else dummy, bias if bias is not None else dummy,
-        z3 if z3 is not None else dummy, y3, acc3 if acc3 is not None else dummy, states, last,
-        L, HH, WW, CH, HD, nchunk,
-        *_strides3(u3), *dt4.stride(), *B4.stride(), *C4.stride(),
-        *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(y3),
-        *(_strides3(acc3) if acc3 is not None else (0, 0, 0)),
-        N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
-        HAS_Z=z3 is not None, SOFTPLUS=softplus, STORE_LAST=want_last, SPLIT_K=split,
-        KLOOP=1 if split else K, num_warps=cfg['num_warps'])
+
+    def launch(mode, chunks, sumP=dummy, sumS=dummy):
+        _scan_fwd_kernel[(_cdiv(CH, bd), bsz, (K if split else 1) * chunks)](
+            u3, dt4, A, B4, C4, D if D is not None else dummy,
+            bias if bias is not None else dummy, z3 if z3 is not None else dummy, y3,
+            acc3 if acc3 is not None else dummy, states, last, sumP, sumS,
+            L, HH, WW, CH, HD, nchunk,
+            *_strides3(u3), *dt4.stride(), *B4.stride(), *C4.stride(),
+            *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(y3),
+            *(_strides3(acc3) if acc3 is not None else (0, 0, 0)),
+            N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
+            HAS_Z=z3 is not None, SOFTPLUS=softplus, STORE_LAST=want_last, SPLIT_K=split,
+            KLOOP=1 if split else K, MODE=mode, num_warps=cfg['num_warps'])
+
+    if cfg['chunk_par']:  # chunk summaries -> the state entering each chunk -> outputs
+        sumP, sumS = torch.empty_like(states), torch.empty_like(states)
+        launch(1, nchunk, sumP, sumS)
+        _launch_carry(sumP, sumS, None, states, reverse=False)
+        launch(2, nchunk)
+    else:
+        launch(0, 1)
     if split:
         y3.copy_(acc3)
     return states, (last if want_last else None), cfg
@@ -466,7 +651,7 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     N = A.shape[1]
     bd, bl = cfg['BLOCK_D'], cfg['BLOCK_L']
     nchunk = states.shape[3]
-    nblk = triton.cdiv(CH, bd)
+    nblk = _cdiv(CH, bd)
     dev = u3.device
     ng = B4.shape[1]
     atomic, split = cfg['atomic'], cfg['split']
@@ -475,8 +660,9 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     else:  # per channel block, summed here: (b, NBLK, K, N, L)
         gB = torch.empty(bsz, nblk, K, N, L, device=dev, dtype=torch.float32)
     gC = torch.zeros_like(gB) if atomic else torch.empty_like(gB)
-    gA = torch.empty(bsz, K * CH, N, device=dev, dtype=torch.float32)
-    gD = torch.empty(bsz, K * CH, device=dev, dtype=torch.float32)
+    parts = bsz * (nchunk if cfg.get('chunk_par') else 1)  # rows of parameter-grad partials
+    gA = torch.empty(parts, K * CH, N, device=dev, dtype=torch.float32)
+    gD = torch.empty(parts, K * CH, device=dev, dtype=torch.float32)
     gbias = torch.empty_like(gD)
     if cfg.get('states'):
         from . import scan_triton_states
@@ -491,18 +677,29 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     elif K > 1:
         gacc = torch.empty(bsz, CH, L, device=dev, dtype=torch.float32)
     dummy = gA
-    _scan_bwd_kernel[(nblk, bsz, K if split else 1)](
-        u3, dt4, A, B4, C4, D if D is not None else dummy, bias if bias is not None else dummy,
-        z3 if z3 is not None else dummy, gy3, states, glast if glast is not None else dummy,
-        gu3, gacc if gacc is not None else dummy, gdt4, gB, gC,
-        gz3 if gz3 is not None else dummy, gA, gD, gbias,
-        L, HH, WW, CH, HD, nchunk, nblk, ng,
-        *_strides3(u3), *dt4.stride(), *B4.stride(), *C4.stride(),
-        *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(gy3),
-        *(_strides3(gacc) if gacc is not None else (0, 0, 0)),
-        N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
-        HAS_Z=z3 is not None, SOFTPLUS=softplus, HAS_GLAST=glast is not None,
-        GBC_ATOMIC=atomic, SPLIT_K=split, KLOOP=1 if split else K, num_warps=cfg['num_warps'])
+
+    def launch(mode, chunks, lamc=dummy, sumQ=dummy, sumG=dummy):
+        _scan_bwd_kernel[(nblk, bsz, (K if split else 1) * chunks)](
+            u3, dt4, A, B4, C4, D if D is not None else dummy,
+            bias if bias is not None else dummy, z3 if z3 is not None else dummy, gy3, states,
+            glast if glast is not None else dummy, gu3, gacc if gacc is not None else dummy,
+            gdt4, gB, gC, gz3 if gz3 is not None else dummy, gA, gD, gbias, lamc, sumQ, sumG,
+            L, HH, WW, CH, HD, nchunk, nblk, ng, gA.shape[0] // bsz,
+            *_strides3(u3), *dt4.stride(), *B4.stride(), *C4.stride(),
+            *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(gy3),
+            *(_strides3(gacc) if gacc is not None else (0, 0, 0)),
+            N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
+            HAS_Z=z3 is not None, SOFTPLUS=softplus, HAS_GLAST=glast is not None,
+            GBC_ATOMIC=atomic, SPLIT_K=split, KLOOP=1 if split else K, MODE=mode,
+            num_warps=cfg['num_warps'])
+
+    if cfg['chunk_par']:  # adjoint summaries -> the adjoint entering each chunk -> gradients
+        sumQ, sumG, lamc = (torch.empty_like(states) for _ in range(3))
+        launch(1, nchunk, sumQ=sumQ, sumG=sumG)
+        _launch_carry(sumQ, sumG, glast, lamc, reverse=True)
+        launch(2, nchunk, lamc=lamc)
+    else:
+        launch(0, 1)
     if split:
         gu3.copy_(gacc)
     if not atomic:
@@ -574,7 +771,8 @@ def _cross_views(x, delta, B, C, channels_last):
         bsz, hh, ww, d = x.shape
         L = hh * ww
         return (x.view(bsz, L, d).transpose(1, 2), delta.view(bsz, L, 4, d).permute(0, 2, 3, 1),
-                B.view(bsz, L, 4, -1).permute(0, 2, 3, 1), C.view(bsz, L, 4, -1).permute(0, 2, 3, 1))
+                B.view(bsz, L, 4, -1).permute(0, 2, 3, 1),
+                C.view(bsz, L, 4, -1).permute(0, 2, 3, 1))
     bsz, d, hh, ww = x.shape  # (b, d, h, w), (b, 4, d, h, w), (b, 4, n, h, w)
     L = hh * ww
     return (x.view(bsz, d, L), delta.view(bsz, 4, d, L), B.view(bsz, 4, -1, L),
@@ -586,7 +784,7 @@ def cross_states_shape(x, delta, A, B, C, channels_last):
     x3, dt4, _, _ = _cross_views(x, delta, B, C, channels_last)
     bsz, d, L = x3.shape
     n = A.shape[1]
-    return (bsz, 4, d, triton.cdiv(L, _config_for(x3, dt4, n, d, 4)['BLOCK_L']), n)
+    return (bsz, 4, d, _cdiv(L, _config_for(x3, dt4, n, d, 4)['BLOCK_L']), n)
 
 
 def cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last):
