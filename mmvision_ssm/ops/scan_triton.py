@@ -74,6 +74,21 @@ def _dt_pair(dt_pre, dtn, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _chunk_range(NCHUNK, MODE: tl.constexpr):
+    """The chunks [c_lo, c_hi) a program walks -- all of them (MODE 0) or the single chunk of a
+    chunk-parallel program, whose grid axis 2 is direction * NCHUNK + chunk -- and the
+    direction index left on axis 2."""
+    c_lo = 0
+    c_hi = NCHUNK
+    pid2 = tl.program_id(2)
+    if MODE != 0:
+        c_lo = pid2 % NCHUNK
+        c_hi = c_lo + 1
+        pid2 = pid2 // NCHUNK
+    return c_lo, c_hi, pid2
+
+
+@triton.jit
 def _scan_fwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr,
         y_ptr, acc_ptr, st_ptr, last_ptr, sumP_ptr, sumS_ptr,
@@ -96,13 +111,7 @@ def _scan_fwd_kernel(
     cmask = c < CH
     nidx = tl.arange(0, N)
     j = tl.arange(0, BLOCK_L)
-    c_lo = 0
-    c_hi = NCHUNK
-    pid2 = tl.program_id(2)
-    if MODE != 0:
-        c_lo = pid2 % NCHUNK
-        c_hi = c_lo + 1
-        pid2 = pid2 // NCHUNK
+    c_lo, c_hi, pid2 = _chunk_range(NCHUNK, MODE)
     for kk in tl.static_range(KLOOP):
         if SPLIT_K:  # one direction per program (grid axis 2); KLOOP == 1
             k = pid2
@@ -201,7 +210,7 @@ def _scan_fwd_kernel(
                     else:
                         y = tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y
                         tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
-        if STORE_LAST:  # (chunk-parallel: the last chunk's program)
+        if STORE_LAST and MODE != 1:  # (chunk-parallel: the last chunk's program, MODE 2)
             tl.store(last_ptr + (b * CH + c[:, None]) * N + nidx[None, :], h_carry,
                      mask=cmask[:, None] & (c_hi == NCHUNK))
         if K > 1 and not SPLIT_K:
@@ -234,13 +243,7 @@ def _scan_bwd_kernel(
     cmask = c < CH
     nidx = tl.arange(0, N)
     j = tl.arange(0, BLOCK_L)
-    c_lo = 0
-    c_hi = NCHUNK
-    pid2 = tl.program_id(2)
-    if MODE != 0:
-        c_lo = pid2 % NCHUNK
-        c_hi = c_lo + 1
-        pid2 = pid2 // NCHUNK
+    c_lo, c_hi, pid2 = _chunk_range(NCHUNK, MODE)
     for kk in tl.static_range(KLOOP):
         if SPLIT_K:  # one direction per program (grid axis 2); KLOOP == 1
             k = pid2
@@ -482,10 +485,11 @@ STATES_NUM_WARPS = 4
 #: chunk-parallel kernels (one chunk per program: summaries, a scan over the chunks, outputs)
 #: when the chunk-serial form would launch fewer programs than this per SM -- small batches at
 #: the largest maps, where each program would otherwise walk hundreds of chunks one by one.
-#: Measured (H100, cross op, bf16; docs/benchmarks.md run Y): VMamba-T at 1344x800 b2, stage 1
-#: (1.5 serial programs/SM) f+b 2.66 ms against 3.19 for the best serial form; from 2.9
-#: programs/SM (stage 2, 512^2 b8 stage 1) the serial form was as fast or faster (the chunk-
-#: parallel form reads the inputs twice: once for the chunk summaries)
+#: Measured (H100, cross op, bf16; docs/benchmarks.md runs X3, X5), VMamba-T stage 1 at 1.5
+#: serial programs/SM: f+b 2.54 ms against 5.35 for the best serial form at 2048x1024 b1, 2.66
+#: against 3.19 at 1344x800 b2; from 2.9 programs/SM (1344x800 b2 stage 2, 512^2 b8 stage 1)
+#: the serial form was as fast or faster (the chunk-parallel form reads the inputs twice: once
+#: for the chunk summaries)
 CHUNK_PAR_PROGRAMS_PER_SM = 2
 #: the chunk-parallel launch: its programs are many anyway, so more channels per program
 #: (longer contiguous runs of a channels-last token) and short chunks
