@@ -89,6 +89,28 @@ def _chunk_range(NCHUNK, MODE: tl.constexpr):
 
 
 @triton.jit
+def _store_direction_sum(out_ptr, out_off, acc_ptr, acc_off, val, mask, k, K: tl.constexpr,
+                         SPLIT_K: tl.constexpr):
+    """Store ``val`` (fp32) of direction k, summed over the K directions: the plain scan (K = 1)
+    writes it out; directions in different programs add it into the fp32 scratch with atomics;
+    directions walked in turn by one program accumulate in the scratch, and the last one writes
+    the sum out. (The forward's y and the backward's gradient of u.)"""
+    if K == 1:
+        tl.store(out_ptr + out_off, val.to(out_ptr.dtype.element_ty), mask=mask)
+    elif SPLIT_K:
+        tl.atomic_add(acc_ptr + acc_off, val, mask=mask, sem='relaxed')
+    else:
+        if k == 0:
+            tl.store(acc_ptr + acc_off, val, mask=mask)
+        elif k < K - 1:
+            tl.store(acc_ptr + acc_off, tl.load(acc_ptr + acc_off, mask=mask, other=0.0) + val,
+                     mask=mask)
+        else:
+            val = tl.load(acc_ptr + acc_off, mask=mask, other=0.0) + val
+            tl.store(out_ptr + out_off, val.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _scan_fwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr,
         y_ptr, acc_ptr, st_ptr, last_ptr, sumP_ptr, sumS_ptr,
@@ -194,22 +216,9 @@ def _scan_fwd_kernel(
                     z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
                                 other=0.0).to(tl.float32)
                     y = y * z * tl.sigmoid(z)
-                y_off = b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p
-                if K == 1:
-                    tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
-                elif SPLIT_K:  # the directions run in different programs: sum in fp32 scratch
-                    a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
-                    tl.atomic_add(acc_ptr + a_off, y, mask=m2, sem='relaxed')
-                else:
-                    a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
-                    if k == 0:
-                        tl.store(acc_ptr + a_off, y, mask=m2)
-                    elif k < K - 1:
-                        tl.store(acc_ptr + a_off, tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y,
-                                 mask=m2)
-                    else:
-                        y = tl.load(acc_ptr + a_off, mask=m2, other=0.0) + y
-                        tl.store(y_ptr + y_off, y.to(y_ptr.dtype.element_ty), mask=m2)
+                _store_direction_sum(y_ptr, b * sy_b + c[:, None] * sy_c + p[None, :] * sy_p,
+                                     acc_ptr, b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p,
+                                     y, m2, k, K, SPLIT_K)
         if STORE_LAST and MODE != 1:  # (chunk-parallel: the last chunk's program, MODE 2)
             tl.store(last_ptr + (b * CH + c[:, None]) * N + nidx[None, :], h_carry,
                      mask=cmask[:, None] & (c_hi == NCHUNK))
@@ -399,22 +408,9 @@ def _scan_bwd_kernel(
                 gbias_acc += tl.sum(gdt, 1)
                 tl.store(gdt_ptr + dt_off + p[None, :] * sdt_p, gdt.to(gdt_ptr.dtype.element_ty),
                          mask=m2)
-                if K == 1:
-                    tl.store(gu_ptr + y_off, gu.to(gu_ptr.dtype.element_ty), mask=m2)
-                elif SPLIT_K:
-                    a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
-                    tl.atomic_add(gacc_ptr + a_off, gu, mask=m2, sem='relaxed')
-                else:
-                    a_off = b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p
-                    if k == 0:
-                        tl.store(gacc_ptr + a_off, gu, mask=m2)
-                    elif k < K - 1:
-                        tl.store(gacc_ptr + a_off,
-                                 tl.load(gacc_ptr + a_off, mask=m2, other=0.0) + gu,
-                                 mask=m2)
-                    else:
-                        gu = tl.load(gacc_ptr + a_off, mask=m2, other=0.0) + gu
-                        tl.store(gu_ptr + y_off, gu.to(gu_ptr.dtype.element_ty), mask=m2)
+                _store_direction_sum(gu_ptr, y_off,
+                                     gacc_ptr, b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p,
+                                     gu, m2, k, K, SPLIT_K)
         # partials of the parameter gradients per (batch, part): (b * NPART, K * CH, N) and
         # (b * NPART, K * CH); chunk-parallel programs write one part per chunk (c_lo)
         if MODE != 1:
