@@ -15,6 +15,12 @@ optimizer state; ``None`` on the CPU).
 
 A training iteration is forward under autocast, ``loss = sum(out.float().mean())`` over the
 outputs, backward, SGD(momentum) step, ``zero_grad(set_to_none=True)``.
+
+``cuda_graph=True`` (CUDA only) captures one whole iteration in a CUDA graph after the warm-up
+and times its replays: the same kernels on the same static tensors, with no Python, dispatch or
+launch work on the host. The device machines' host CPUs are slow enough that eager training
+steps of these backbones are host-bound (docs/benchmarks.md, run X1), which makes eager ratios
+measure the host; graph replays measure the GPU work of each implementation alike.
 """
 from __future__ import annotations
 
@@ -82,6 +88,26 @@ def time_iterations(step: Callable[[], None], iters: int, warmup: int,
     return times, time.perf_counter() - t_start
 
 
+def graph_replay(step: Callable[[], None], device: torch.device,
+                 warmup: int = 3) -> Callable[[], None]:
+    """``step`` captured in a CUDA graph; returns the graph's ``replay``.
+
+    Capture needs warm-up calls on a side stream first (lazy allocations such as optimizer
+    buffers, cuBLAS workspaces and Triton compiles must not happen inside the capture), as in
+    PyTorch's whole-network capture recipe. Random numbers (dropout, drop path) are redrawn on
+    every replay through the graph-safe CUDA generator."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
 def make_step(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str, dtype: str,
               device: torch.device, loss_fn: Callable = default_loss,
               make_input: Callable | None = None, in_channels: int = 3,
@@ -122,7 +148,7 @@ def make_step(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: st
 def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str = 'infer',
             dtype: str = 'fp32', iters: int = 20, warmup: int = 5, device=None,
             loss_fn: Callable = default_loss, make_input: Callable | None = None,
-            in_channels: int = 3, lr: float = 1e-4) -> dict:
+            in_channels: int = 3, lr: float = 1e-4, cuda_graph: bool = False) -> dict:
     """Time ``model`` on random input (batch, in_channels, *shape).
 
     Args:
@@ -131,9 +157,11 @@ def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str 
         make_input: optional ``fn(batch, shape, device) -> args tuple`` for models that do not
             take one image tensor (e.g. a whole detector); default a normal random image batch.
         loss_fn: maps the model output to a scalar for training.
+        cuda_graph: time replays of one captured iteration (see the module docstring); the
+            peak memory then includes the graph's private pool and the eager warm-up.
 
     Returns a dict: mode, dtype, batch, shape, iters, warmup, device, img_per_s, latency_ms
-    (median), latency_p90_ms, peak_mem_gib (None on the CPU), params_m.
+    (median), latency_p90_ms, peak_mem_gib (None on the CPU), params_m, cuda_graph.
     """
     if mode not in ('infer', 'train'):
         raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
@@ -143,6 +171,8 @@ def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str 
         raise ValueError('iters must be >= 1 and warmup >= 0')
     device = torch.device(device if device is not None else
                           ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if cuda_graph and device.type != 'cuda':
+        raise ValueError(f'cuda_graph=True needs a CUDA device, got device={device}')
     step, opt = make_step(model, batch, shape, mode, dtype, device, loss_fn=loss_fn,
                           make_input=make_input, in_channels=in_channels, lr=lr)
 
@@ -150,6 +180,8 @@ def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str 
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    if cuda_graph:
+        step = graph_replay(step, device, warmup=max(warmup, 1))
     times, total = time_iterations(step, iters, warmup, device)
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else None)
     del opt
@@ -161,6 +193,7 @@ def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str 
         latency_p90_ms=_percentile(times, 90) * 1e3,
         peak_mem_gib=peak,
         params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+        cuda_graph=cuda_graph,
     )
 
 

@@ -58,6 +58,8 @@ def test_measure_bf16_autocast_and_bad_args():
         measure(TinyNet(), 1, (8, 8), mode='eval', device='cpu')
     with pytest.raises(ValueError, match='dtype'):
         measure(TinyNet(), 1, (8, 8), dtype='int8', device='cpu')
+    with pytest.raises(ValueError, match='cuda_graph'):
+        measure(TinyNet(), 1, (8, 8), cuda_graph=True, device='cpu')
 
 
 def test_fit_exponent_recovers_known_exponents():
@@ -169,17 +171,46 @@ def test_make_step_trains_and_infers():
 def test_compare_and_profile_helpers():
     import compare_backbones
     import profile_backbone
-    assert compare_backbones.parse_case('train:64:224x320') == ('train', 64, (224, 320))
-    with pytest.raises(SystemExit, match='MODE:BATCH:HxW'):
-        compare_backbones.parse_case('train:64')
-    rows = [dict(model=m, round=r, mode='infer', batch=2, shape=[8, 8], img_per_s=v,
+    assert compare_backbones.parse_case('train:64:224x320') == ('train', 64, (224, 320), False)
+    assert compare_backbones.parse_case('infer:8:32x32:graph') == ('infer', 8, (32, 32), True)
+    for bad in ('train:64', 'train:64:224x224:graf'):
+        with pytest.raises(SystemExit, match='MODE:BATCH:HxW'):
+            compare_backbones.parse_case(bad)
+    cases = [('infer', 2, (8, 8), False), ('infer', 2, (8, 8), True)]
+    rows = [dict(model=m, round=r, case=compare_backbones.case_name(*case), img_per_s=v * k,
                  latency_ms=1000 * 2 / v, peak_mem_gib=0.5)
-            for r, (a, b) in enumerate([(10, 30), (12, 20), (11, 25)]) for m, v in (('a', a), ('b', b))]
-    table, summary = compare_backbones.summarise(rows, ['a', 'b'], [('infer', 2, (8, 8))])
-    assert [s['img_per_s'] for s in summary] == [11, 25]  # medians over the rounds
+            for r, (a, b) in enumerate([(10, 30), (12, 20), (11, 25)]) for m, v in (('a', a), ('b', b))
+            for case, k in zip(cases, (1, 2))]
+    table, summary = compare_backbones.summarise(rows, ['a', 'b'], cases)
+    # medians over the rounds, eager and graph rows apart
+    assert [s['img_per_s'] for s in summary] == [11, 25, 22, 50]
+    assert [s['case'] for s in summary] == ['infer b2 8x8'] * 2 + ['infer b2 8x8 graph'] * 2
     assert summary[1]['ratio'] == pytest.approx(25 / 11) and '2.273x' in table
     assert profile_backbone.categorise('_scan_fwd_kernel') == 'scan'  # ours (Triton)
     assert profile_backbone.categorise('_ln_bwd_kernel') == 'normalisation'
     assert profile_backbone.categorise('nvjet_sm90_tst_192x192') == 'gemm'
     assert profile_backbone.categorise('vectorized_layer_norm_kernel') == 'normalisation'
     assert profile_backbone.categorise('something_new') == 'other'
+
+
+def test_memory_peak_replays_the_allocator_trace():
+    """tools/memory_peak.py: the peak of a replayed allocator trace and what is alive then,
+    by the innermost frame outside PyTorch."""
+    import memory_peak
+
+    def ev(action, addr, size, file='/x/mmvision_ssm/models/backbones/a.py', line=1):
+        frames = [dict(filename='/usr/lib/python3/site-packages/torch/nn/modules/linear.py',
+                       line=9, name='forward'), dict(filename=file, line=line, name='forward')]
+        return dict(action=action, addr=addr, size=size, frames=frames)
+    trace = [ev('alloc', 1, 100, line=10), ev('alloc', 2, 50, line=20),
+             ev('free_requested', 1, 100), ev('free_completed', 1, 100),
+             ev('alloc', 3, 70, line=30),  # peak: 2 + 3 = 120 < 150 (1 + 2)
+             ev('alloc', 4, 40, file='/y/official/model.py', line=5),  # 2 + 3 + 4 = 160
+             ev('free_completed', 4, 40), ev('free_completed', 3, 70)]
+    res = memory_peak.peak_breakdown(trace, before=1000)
+    assert res['step_peak_bytes'] == 160 and res['peak_bytes'] == 1160
+    assert res['peak_event'] == 5
+    assert dict(res['sites']) == {'backbones/a.py:20 (forward)': 50,
+                                  'backbones/a.py:30 (forward)': 70,
+                                  'official/model.py:5 (forward)': 40}
+    assert memory_peak._site([]).startswith('(PyTorch internals')

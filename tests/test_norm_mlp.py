@@ -116,3 +116,36 @@ def test_pre_norm_mlp_keeps_half_the_bytes_for_backward():
     map_bytes = 2 * 16 * 16 * 64 * 2  # one bf16 map of two more samples
     assert unfused >= 10 * map_bytes
     assert fused <= 0.55 * unfused, (fused, unfused)
+
+
+@pytest.mark.parametrize('name, arch', [('VMamba', dict(embed_dims=16, depths=(1, 1, 1, 1))),
+                                        ('MambaVision', dict(dim=16, in_dim=8, depths=(1, 1, 2, 2),
+                                                             num_heads=(1, 1, 2, 2),
+                                                             window_size=(4, 4, 4, 2))),
+                                        ('MLLA', dict(embed_dims=16, depths=(1, 1, 1, 1),
+                                                      num_heads=(1, 1, 2, 2)))])
+def test_backbone_fused_mlp_switch(name, arch):
+    """``fused_mlp`` changes what a training forward keeps, not what it computes: same outputs
+    and parameter gradients as the modules (float64), fewer saved bytes."""
+    from mmvision_ssm.models import backbones
+    torch.manual_seed(0)
+    kw = dict(arch=arch, drop_path_rate=0.0)
+    fused = getattr(backbones, name)(fused_mlp=True, **kw).double().train()
+    plain = getattr(backbones, name)(fused_mlp=False, **kw).double().train()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 3, 37, 45, dtype=torch.float64)
+    outs = []
+    for model in (fused, plain):
+        y = model(x)
+        sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum()
+            for o in y).backward()
+        outs.append((y, {k: p.grad for k, p in model.named_parameters()}))
+    (yf, gf), (yp, gp) = outs
+    for a, b in zip(yf, yp):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    assert gf.keys() == gp.keys()
+    for k in gf:
+        torch.testing.assert_close(gf[k], gp[k], rtol=1e-7, atol=1e-9, msg=k)
+    kept = [saved_bytes(m.float(), torch.randn(2, 3, 64, 64), torch.float32)[0]
+            for m in (fused, plain)]
+    assert kept[0] < kept[1], kept

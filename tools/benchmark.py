@@ -28,6 +28,7 @@ every model, so a run cut short keeps what it measured.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import importlib
 import importlib.util
@@ -183,6 +184,9 @@ def _official_mamba_vision_module():
     """The official mm_mamba_vision module (imports mamba_vision.py), with mamba-ssm's
     selective_scan_fn (MMVISION_SSM_MAMBA_SRC) and the real einops; returns ({name: module}, fn)."""
     path = _snapshot('MMVISION_SSM_OFFICIAL_MAMBAVISION', 'mamba_vision')
+    # imported before patch.dict, which would drop it from sys.modules again on exit: a second
+    # import of timm (by our backbones) then re-registers torchvision's operators and fails
+    import timm  # noqa: F401
     mods, fn = _mamba_vision_stand_ins()
     pkg = types.ModuleType('_official_mambavision')
     pkg.__path__ = [path]
@@ -238,21 +242,40 @@ def build_timm(name, **kwargs):
     return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
 
 
+def _name_arch_options(spec, rest):
+    """'Name[:arch[:k=v,k=v]]' -> (name, arch or None, {k: literal v})."""
+    name, _, rest = rest.partition(':')
+    arch, _, opts = rest.partition(':')
+    kwargs = {}
+    for item in filter(None, opts.split(',')):
+        key, eq, value = item.partition('=')
+        try:
+            if not eq or not key.isidentifier():
+                raise ValueError
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise SystemExit(f'model {spec!r}: option {item!r} is not key=<Python literal>, '
+                             'e.g. fused_mlp=True')
+    return name, arch or None, kwargs
+
+
 def build_spec(spec, drop_path=None):
-    """The model named ``ours:<Name>[:<arch>]``, ``rev:<REV>:<Name>[:<arch>]`` (ours as of git
-    revision REV, exported by tools/export_revision.sh: before/after comparisons in one
-    process), ``official:<name>`` or ``timm:<model>`` (the names of the other speed tools);
+    """The model named ``ours:<Name>[:<arch>[:key=value,...]]``, ``rev:<REV>:<Name>[:<arch>...]``
+    (ours as of git revision REV, exported by tools/export_revision.sh: before/after comparisons
+    in one process), ``official:<name>`` or ``timm:<model>`` (the names of the other speed
+    tools); ``key=value`` pairs are constructor keywords (Python literals), e.g.
+    ``ours:MLLA:tiny:fused_mlp=True``;
     ``drop_path`` sets ours' and timm's stochastic-depth rate (the official builders keep the
     rates of the official configs)."""
     kind, _, rest = spec.partition(':')
     kw = {} if drop_path is None else dict(drop_path_rate=drop_path)
     if kind == 'ours':
-        name, _, arch = rest.partition(':')
-        return build_ours(name, arch or None, **kw)
+        name, arch, opts = _name_arch_options(spec, rest)
+        return build_ours(name, arch, **kw, **opts)
     if kind == 'rev':
         rev, _, rest = rest.partition(':')
-        name, _, arch = rest.partition(':')
-        return build_ours(name, arch or None, package=f'mmvision_ssm_{rev}', **kw)
+        name, arch, opts = _name_arch_options(spec, rest)
+        return build_ours(name, arch, package=f'mmvision_ssm_{rev}', **kw, **opts)
     if kind == 'official':
         return OFFICIAL[rest]()
     if kind == 'timm':

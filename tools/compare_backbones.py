@@ -6,7 +6,9 @@
 Models are named as in tools/benchmark.py (``ours:<Name>[:<arch>]``, ``rev:<REV>:<Name>`` for
 a revision exported by tools/export_revision.sh, ``official:<name>``, ``timm:<model>``); all
 are built once and kept on the GPU. Each round measures every model in
-every case (``mode:batch:HxW``) with :func:`mmvision_ssm.benchmark.measure`; the report gives,
+every case (``mode:batch:HxW``, or ``mode:batch:HxW:graph`` to time CUDA-graph replays of the
+step instead of eager steps: the GPU's work without the host's) with
+:func:`mmvision_ssm.benchmark.measure`; the report gives,
 per case, each model's median over rounds of img/s and of the per-iteration median latency,
 its peak memory, and the ratio to the first model. Machines whose host CPU is slow make
 launch-bound models jitter; alternating rounds and medians keep one slow moment from deciding.
@@ -29,35 +31,42 @@ from mmvision_ssm.benchmark import measure  # noqa: E402
 
 
 def parse_case(text):
+    """'MODE:BATCH:HxW[:graph]' -> (mode, batch, (h, w), graph)."""
     try:
-        mode, batch, hw = text.split(':')
+        mode, batch, hw, *rest = text.split(':')
         h, w = (int(v) for v in hw.lower().split('x'))
-        if mode not in ('infer', 'train'):
+        if mode not in ('infer', 'train') or rest not in ([], ['graph']):
             raise ValueError
-        return mode, int(batch), (h, w)
+        return mode, int(batch), (h, w), bool(rest)
     except ValueError:
-        raise SystemExit(f'--case {text!r}: expected MODE:BATCH:HxW, e.g. train:64:224x224')
+        raise SystemExit(f'--case {text!r}: expected MODE:BATCH:HxW or MODE:BATCH:HxW:graph, '
+                         'e.g. train:64:224x224')
+
+
+def case_name(mode, batch, hw, graph):
+    return f'{mode} b{batch} {hw[0]}x{hw[1]}' + (' graph' if graph else '')
 
 
 def summarise(rows, specs, cases):
     lines = ['| case | model | img/s (median of rounds) | latency median ms | peak GiB | '
              'vs first |', '| --- | --- | --- | --- | --- | --- |']
     summary = []
-    for mode, batch, hw in cases:
+    for mode, batch, hw, graph in cases:
         ref = None
+        name = case_name(mode, batch, hw, graph)
         for spec in specs:
-            rs = [r for r in rows if r['model'] == spec and r['mode'] == mode
-                  and r['batch'] == batch and tuple(r['shape']) == hw and 'img_per_s' in r]
+            rs = [r for r in rows if r['model'] == spec and r['case'] == name
+                  and 'img_per_s' in r]
             if not rs:
                 continue
             ips = statistics.median(r['img_per_s'] for r in rs)
             lat = statistics.median(r['latency_ms'] for r in rs)
             mem = max(r['peak_mem_gib'] for r in rs)
             ref = ref or ips
-            summary.append(dict(case=f'{mode} b{batch} {hw[0]}x{hw[1]}', model=spec,
+            summary.append(dict(case=name, model=spec,
                                 img_per_s=ips, latency_ms=lat, peak_mem_gib=mem,
                                 ratio=ips / ref, rounds=len(rs)))
-            lines.append(f'| {mode} b{batch} {hw[0]}x{hw[1]} | {spec} | {ips:.1f} | {lat:.2f} | '
+            lines.append(f'| {name} | {spec} | {ips:.1f} | {lat:.2f} | '
                          f'{mem:.2f} | {ips / ref:.3f}x |')
     return '\n'.join(lines), summary
 
@@ -80,17 +89,17 @@ def main(argv=None):
     models = {spec: build_spec(spec, args.drop_path).cuda() for spec in args.models}
     rows = []
     for rnd in range(args.rounds):
-        for mode, batch, hw in cases:
+        for mode, batch, hw, graph in cases:
             for spec, model in models.items():
                 try:
                     r = measure(model, batch, hw, mode=mode, dtype=args.dtype, iters=args.iters,
-                                warmup=args.warmup)
+                                warmup=args.warmup, cuda_graph=graph)
                 except Exception as err:  # noqa: BLE001  (OOM, or a model that rejects
                     # the size, e.g. timm's fixed-size ViT): recorded, the others go on
                     r = dict(mode=mode, batch=batch, shape=list(hw),
                              error=f'{type(err).__name__}: {str(err)[:200]}')
                     torch.cuda.empty_cache()
-                r = {'model': spec, 'round': rnd,
+                r = {'model': spec, 'round': rnd, 'case': case_name(mode, batch, hw, graph),
                      **{k: v for k, v in r.items() if isinstance(v, (int, float, str, list))}}
                 rows.append(r)
                 print(json.dumps(r), flush=True)

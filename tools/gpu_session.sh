@@ -29,14 +29,18 @@
 #   cmp_vmamba, cmp_mv, cmp_mlla, cmp_vit
 #                tools/compare_backbones.py: ours next to the official code (timm for ViT-B and
 #                MViTv2-T), alternating, medians over rounds; 224^2, 1344x800 b2, 512^2 b8
-#   vit          ours ViT-B vs timm ViT-B, alternating, 3 rounds, equal drop-path (0.1)
+#   vit          ours ViT-B vs timm ViT-B, alternating, 3 rounds, equal drop-path (0.1);
+#                $VIT_CASES replaces the default cases
 #   hostprof     wall vs kernel ms, launches and host time per op of a training step (b64), ours
 #                and official VMamba-T / MambaVision-T / MLLA-T
+#   mempeak      tools/memory_peak.py: live GPU memory at a training step's peak by allocation
+#                site, ours and official ($MEM_MODELS), 224^2 b64
 #   hostcost     tools/host_overhead.py: host time per call of our ops, bare Triton launches,
 #                cProfile of the Python side
 #   ab, profab   $AB_MODELS (e.g. "ours:MambaVision rev:HEAD:MambaVision", revisions exported
 #                by tools/export_revision.sh, .snap carried) side by side, alternating
-#                ($AB_ROUNDS rounds; $AB_CASES, default 224^2 infer b128 + train b64; results
+#                ($AB_ROUNDS rounds; $AB_CASES, default 224^2 infer b128 + train b64, a case
+#                ending in :graph times CUDA-graph replays of the step; results
 #                in ab$AB_TAG.json), and their training-step kernel breakdown
 #   absets       like ab for each '|'-separated model set in $AB_SETS (absetN.json)
 set -u
@@ -181,16 +185,21 @@ PY
     step 120 cmp_vit python3 tools/compare_backbones.py --models ours:ViT:base \
       timm:vit_base_patch16_224 ours:MViTv2:tiny timm:mvitv2_tiny --case infer:128:224x224 \
       --case train:64:224x224 --rounds 3 --drop-path 0.1 --out "$OUT/cmp_vit.json" ;;
-  vit)
-    step 150 vit python3 tools/compare_backbones.py --models ours:ViT:base \
-      timm:vit_base_patch16_224 --case infer:128:224x224 --case train:64:224x224 --rounds 3 \
-      --drop-path 0.1 --out "$OUT/vit.json" ;;
+  vit)  # $VIT_CASES replaces the cases (e.g. with :graph ones)
+    step 200 vit python3 tools/compare_backbones.py --models ours:ViT:base \
+      timm:vit_base_patch16_224 ${VIT_CASES:---case infer:128:224x224 --case train:64:224x224} \
+      --rounds 3 --drop-path 0.1 --out "$OUT/vit.json" ;;
   hostprof)  # wall vs kernel time, launches and host time per op of training steps, ours and official
     if wait_build; then
       step 240 hostprof python3 tools/profile_backbone.py --model ours:VMamba:tiny official:vmamba \
         ours:MambaVision:T official:mamba_vision ours:MLLA:tiny official:mlla --mode train \
         --batch 64 --steps 3 --top 6 --cpu-top 25 --out "$OUT/hostprof.json"
     fi ;;
+  mempeak)  # what is alive at the training step's memory peak, by allocation site ($MEM_MODELS)
+    wait_build
+    step 240 mempeak python3 tools/memory_peak.py --models ${MEM_MODELS:-ours:MambaVision:T \
+      official:mamba_vision ours:MLLA:tiny official:mlla ours:VMamba:tiny official:vmamba} \
+      --batch 64 --top 25 --out "$OUT/mempeak.json" ;;
   hostcost)
     step 120 host_overhead python3 tools/host_overhead.py --calls 200 --profile 15 ;;
   ab)  # this tree against an exported revision (tools/export_revision.sh), alternating

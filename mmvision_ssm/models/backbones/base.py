@@ -141,9 +141,19 @@ class DenseBackbone(nn.Module):
     def forward_features(self, x: torch.Tensor) -> tuple:
         raise NotImplementedError
 
+    @staticmethod
+    def output_map(x: torch.Tensor) -> torch.Tensor:
+        """An output map as ``forward`` returns it (contiguous NCHW), made so where the family
+        produces it: its normed, usually channels-last, original is then freed at once. Copied
+        only at the end of the forward, every output existed twice at that moment, which was
+        the training step's memory peak (VMamba-T, MLLA-T, MambaVision-T: 92-138 MiB at 224^2
+        b64, docs/benchmarks.md run Y2)."""
+        return x.contiguous()
+
     def forward(self, x: torch.Tensor) -> tuple:
         # contiguous NCHW, whatever layout the family computes in: mmcv's RoIAlign reads the
         # maps' raw memory as NCHW (no stride handling, CPU and CUDA), so channels-last maps --
-        # which the FPN's convs pass on -- silently scramble Mask R-CNN's RoI features.
+        # which the FPN's convs pass on -- silently scramble Mask R-CNN's RoI features. The
+        # families return output_map()s already; this keeps the guarantee for any subclass.
         # (A list, not a generator: Dynamo cannot resume a generator after a graph break.)
         return tuple([o.contiguous() for o in self.forward_features(x)])

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...ops import selective_scan
+from ..layers import pre_norm_mlp
 from .base import DenseBackbone, check_arch
 
 # Official settings (mambavision/models/mamba_vision.py, mamba_vision_* entry points). The
@@ -175,8 +176,9 @@ class HybridBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, use_attention: bool, mlp_ratio: float = 4.,
                  drop_path: float = 0., layer_scale: float | None = None,
-                 scan_backend: str | None = None):
+                 scan_backend: str | None = None, fused_mlp: bool = False):
         super().__init__()
+        self.fused_mlp = fused_mlp
         self.norm1 = nn.LayerNorm(dim)
         self.mixer = (Attention(dim, num_heads) if use_attention else
                       MambaVisionMixer(dim, d_state=8, d_conv=3, expand=1,
@@ -190,7 +192,8 @@ class HybridBlock(nn.Module):
     def forward(self, x):
         y = self.mixer(self.norm1(x))
         x = x + self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y)
-        y = self.mlp(self.norm2(x))
+        y = (pre_norm_mlp(self.norm2, self.mlp, x) if self.fused_mlp
+             else self.mlp(self.norm2(x)))
         return x + self.drop_path(y if self.gamma_2 is None else self.gamma_2 * y)
 
 
@@ -203,7 +206,7 @@ class MambaVisionStage(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, hybrid: bool,
                  downsample: bool, mlp_ratio: float = 4., drop_path=None,
                  layer_scale: float | None = None, with_cp: bool = False,
-                 scan_backend: str | None = None):
+                 scan_backend: str | None = None, fused_mlp: bool = False):
         super().__init__()
         drop_path = [0.] * depth if drop_path is None else list(drop_path)
         self.hybrid = hybrid
@@ -214,7 +217,7 @@ class MambaVisionStage(nn.Module):
             first_attn = (depth + 1) // 2
             self.blocks = nn.ModuleList(
                 HybridBlock(dim, num_heads, j >= first_attn, mlp_ratio, drop_path[j],
-                            layer_scale, scan_backend) for j in range(depth))
+                            layer_scale, scan_backend, fused_mlp) for j in range(depth))
         else:
             # the released models use no layer scale in conv blocks (layer_scale_conv=None)
             self.blocks = nn.ModuleList(ConvBlock(dim, drop_path[j]) for j in range(depth))
@@ -259,6 +262,9 @@ class MambaVision(DenseBackbone):
             segmentation backbone) or 'bn'.
         with_cp: activation checkpointing per block (saves memory when training).
         scan_backend: forces a ``mmvision_ssm.ops.selective_scan`` backend (None: dispatcher).
+        fused_mlp: train the hybrid blocks' norm + MLP through ``ops.norm_mlp`` (keeps half
+            the MLP's activations for backward, recomputes the norm and GELU; same outputs and
+            gradients, see ``models.layers.pre_norm_mlp``).
         out_indices, frozen_stages, norm_eval, pretrained, init_cfg: see ``DenseBackbone``.
     """
 
@@ -271,8 +277,8 @@ class MambaVision(DenseBackbone):
     def __init__(self, arch='T', window_size=None, drop_path_rate: float | None = None,
                  in_chans: int = 3, out_indices=(0, 1, 2, 3), out_norm: str = 'ln2d',
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 scan_backend: str | None = None, pretrained: str | None = None,
-                 init_cfg: dict | None = None):
+                 scan_backend: str | None = None, fused_mlp: bool = False,
+                 pretrained: str | None = None, init_cfg: dict | None = None):
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg)
         cfg = self._resolve_arch(arch)
@@ -300,7 +306,7 @@ class MambaVision(DenseBackbone):
                 dims[i], depths[i], heads[i], int(window_size[i]), hybrid=i >= 2,
                 downsample=i < 3, mlp_ratio=cfg['mlp_ratio'],
                 drop_path=dpr[start:start + depths[i]], layer_scale=cfg['layer_scale'],
-                with_cp=with_cp, scan_backend=scan_backend))
+                with_cp=with_cp, scan_backend=scan_backend, fused_mlp=fused_mlp))
         if out_norm not in ('ln2d', 'bn'):
             raise ValueError(f"MambaVision: out_norm={out_norm!r}; use 'ln2d' or 'bn'")
         for i in self.out_indices:
@@ -385,7 +391,7 @@ class MambaVision(DenseBackbone):
         for i, stage in enumerate(self.stages):
             x, out = stage(x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(out))  # made contiguous in forward()
+                outs.append(self.output_map(getattr(self, f'norm{i}')(out)))
             if i == self.out_indices[-1]:
                 break
         return tuple(outs)

@@ -27,7 +27,7 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from ...checkpoint import CheckpointMismatchError
-from ..layers import init_linear_and_layernorm
+from ..layers import init_linear_and_layernorm, pre_norm_mlp
 from .base import DenseBackbone, check_arch
 
 __all__ = ['MLLA', 'MLLABlock', 'LinearAttention', 'infer_arch', 'rope_tables', 'stage_context']
@@ -147,9 +147,9 @@ class MLLABlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop: float = 0.0, drop_path: float = 0.0, act_layer=nn.GELU,
-                 norm_layer=nn.LayerNorm):
+                 norm_layer=nn.LayerNorm, fused_mlp: bool = False):
         super().__init__()
-        self.dim = dim
+        self.dim, self.fused_mlp = dim, fused_mlp
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
         self.in_proj = nn.Linear(dim, 2 * dim)
@@ -170,7 +170,8 @@ class MLLABlock(nn.Module):
         x = self.attn(x, ctx)
         x = shortcut + self.drop_path(self.out_proj(x * F.silu(gate)))
         x = _channels_last_dwconv(x, self.cpe2, self.residual_tap)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        y = pre_norm_mlp(self.norm2, self.mlp, x) if self.fused_mlp else self.mlp(self.norm2(x))
+        return x + self.drop_path(y)
 
 
 # --- stem, downsampling, stages -------------------------------------------------------------
@@ -292,9 +293,13 @@ class MLLA(DenseBackbone):
             ``num_heads``.
         in_channels: image channels.
         mlp_ratio, qkv_bias: block settings (official: 4.0, True).
-        drop_rate: dropout after the stem and in the MLPs. drop_path_rate: stochastic depth, linear over blocks.
+        drop_rate: dropout after the stem and in the MLPs.
+        drop_path_rate: stochastic depth, linear over blocks.
         out_indices, frozen_stages, norm_eval, pretrained, init_cfg: see :class:`DenseBackbone`.
         with_cp: activation checkpointing per block (torch.utils.checkpoint, non-reentrant).
+        fused_mlp: train the blocks' norm + MLP through ``ops.norm_mlp`` (keeps half the MLP's
+            activations for backward, recomputes the norm and GELU; same outputs and gradients,
+            see ``models.layers.pre_norm_mlp``).
 
     Any input size works: the stem pads to a multiple of 4, patch merging pads odd maps, and
     the RoPE tables are built for the actual map, so output ``i`` is ``ceil(H / 2**(i+2))`` high.
@@ -319,7 +324,7 @@ class MLLA(DenseBackbone):
     def __init__(self, arch='tiny', in_channels: int = 3, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.1,
                  out_indices=(0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, pretrained: str | None = None,
+                 with_cp: bool = False, fused_mlp: bool = False, pretrained: str | None = None,
                  init_cfg: dict | None = None):
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg)
@@ -338,7 +343,7 @@ class MLLA(DenseBackbone):
         self.layers = nn.ModuleList(
             MLLAStage(dims[i], depths[i], num_heads[i], drop_path=dpr[i].tolist(),
                       downsample=i < self.num_stages - 1, with_cp=with_cp, mlp_ratio=mlp_ratio,
-                      qkv_bias=qkv_bias, drop=drop_rate)
+                      qkv_bias=qkv_bias, drop=drop_rate, fused_mlp=fused_mlp)
             for i in range(self.num_stages))
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
@@ -384,6 +389,5 @@ class MLLA(DenseBackbone):
                 x = self.layers[i - 1].downsample(x)
             x = self.layers[i](x)
             if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(x)
-                outs.append(out.permute(0, 3, 1, 2))  # made contiguous in forward()
+                outs.append(self.output_map(getattr(self, f'norm{i}')(x).permute(0, 3, 1, 2)))
         return outs

@@ -295,7 +295,7 @@ class MViTv2(DenseBackbone):
                     x = blk(x)
             if i in self.out_indices:
                 norm = self.norm if i == last else self.out_norms[str(i)]
-                outs.append(norm(x).permute(0, 3, 1, 2))
+                outs.append(self.output_map(norm(x).permute(0, 3, 1, 2)))
             if i == self.out_indices[-1]:
                 break
         return outs

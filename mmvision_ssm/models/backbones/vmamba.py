@@ -248,8 +248,10 @@ class SS2D(nn.Module):
 class VSSBlock(nn.Module):
     """x + SS2D(LN(x)), then x + MLP(LN(x)) when ``mlp_ratio > 0``; channels-last."""
 
-    def __init__(self, dim: int, drop_path: float = 0.0, mlp_ratio: float = 4.0, **ssm_kwargs):
+    def __init__(self, dim: int, drop_path: float = 0.0, mlp_ratio: float = 4.0,
+                 fused_mlp: bool = True, **ssm_kwargs):
         super().__init__()
+        self.fused_mlp = fused_mlp
         self.norm1 = LayerNorm(dim, eps=LN_EPS, low_precision_output=True)
         self.ssm = SS2D(dim, **ssm_kwargs)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -262,7 +264,9 @@ class VSSBlock(nn.Module):
     def forward(self, x):
         x = x + self.drop_path(self.ssm(self.norm1(x)))
         if self.mlp is not None:
-            x = x + self.drop_path(pre_norm_mlp(self.norm2, self.mlp, x))
+            y = (pre_norm_mlp(self.norm2, self.mlp, x) if self.fused_mlp
+                 else self.mlp(self.norm2(x)))
+            x = x + self.drop_path(y)
         return x
 
 
@@ -298,6 +302,9 @@ class VMamba(DenseBackbone):
         drop_path_rate: stochastic depth at the last block (None: the arch's value).
         with_cp: activation checkpointing per block (saves memory, recomputes in backward).
         scan_backend: force a scan backend of :mod:`mmvision_ssm.ops` (None: automatic).
+        fused_mlp: train the blocks' norm + MLP through ``ops.norm_mlp`` (keeps half the MLP's
+            activations for backward; same outputs and gradients, see
+            ``models.layers.pre_norm_mlp``); False runs the modules.
         out_indices, frozen_stages, norm_eval, pretrained, init_cfg: see :class:`DenseBackbone`.
             Stages after the last of ``out_indices`` are built (for strict loading) but not run.
     """
@@ -311,7 +318,8 @@ class VMamba(DenseBackbone):
     def __init__(self, arch='tiny', in_channels: int = 3, out_indices=(0, 1, 2, 3),
                  drop_path_rate: float | None = None, with_cp: bool = False,
                  frozen_stages: int = -1, norm_eval: bool = False, scan_backend: str | None = None,
-                 pretrained: str | None = None, init_cfg: dict | None = None):
+                 fused_mlp: bool = True, pretrained: str | None = None,
+                 init_cfg: dict | None = None):
         s = _resolve_arch(arch)
         self.num_stages = len(s['depths'])
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
@@ -338,7 +346,7 @@ class VMamba(DenseBackbone):
         self.stages = nn.ModuleList()
         for i, depth in enumerate(s['depths']):
             blocks = [VSSBlock(self.dims[i], drop_path=float(dpr[i][j]), mlp_ratio=s['mlp_ratio'],
-                               **ssm_kwargs) for j in range(depth)]
+                               fused_mlp=fused_mlp, **ssm_kwargs) for j in range(depth)]
             downsample = None
             if i < self.num_stages - 1:
                 down_cls = ConvDownsample if s['downsample'] == 'v3' else PatchMerging
@@ -364,7 +372,7 @@ class VMamba(DenseBackbone):
         for i, stage in enumerate(self.stages):
             x = stage.forward_blocks(x)
             if i in self.out_indices:
-                outs.append(_to_nchw(self.out_norms[i](x)))  # made contiguous in forward()
+                outs.append(self.output_map(_to_nchw(self.out_norms[i](x))))
             if i == last:
                 break
             x = stage.downsample(x)
