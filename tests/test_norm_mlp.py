@@ -81,6 +81,7 @@ def test_pre_norm_mlp_falls_back_where_it_does_not_apply():
     with torch.no_grad():  # inference: the modules (fast norm kernels), no autograd Function
         assert torch.equal(pre_norm_mlp(norm, mlp, x), mlp(norm(x)))
     assert pre_norm_mlp(norm, mlp, x).grad_fn.name() == '_NormMlpBackward'
+    assert pre_norm_mlp(norm, mlp, x, fused=False).grad_fn.name() != '_NormMlpBackward'
     relu_mlp = Mlp(32, 64, act_layer=nn.ReLU)
     assert pre_norm_mlp(norm, relu_mlp, x).grad_fn.name() != '_NormMlpBackward'
     drop_mlp = Mlp(32, 64, drop=0.1).train()

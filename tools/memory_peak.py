@@ -29,15 +29,17 @@ MIB = 2 ** 20
 
 
 def _site(frames) -> str:
-    """The innermost frame outside PyTorch and this tool, as 'dir/file.py:line (function)'."""
+    """The innermost frame outside PyTorch and this tool, as 'dir/file.py:line (function)' (the
+    benchmark step's own lines, e.g. the loss, show as mmvision_ssm/benchmark.py)."""
     for f in frames:
         name = f.get('filename', '')
-        if (not name or name.startswith('<') or '/torch/' in name or name.endswith(
-                'memory_peak.py') or name.endswith('mmvision_ssm/benchmark.py')):
+        if not name or name.startswith('<') or '/torch/' in name or name.endswith(
+                'memory_peak.py'):
             continue
         short = '/'.join(name.split('/')[-2:])
         return f"{short}:{f.get('line')} ({f.get('name')})"
-    return '(PyTorch internals: autograd engine / optimizer)'
+    # the backward's own allocations (gradients) come from the autograd engine's threads
+    return '(no Python frame outside PyTorch: autograd engine)'
 
 
 def peak_breakdown(trace, before: int) -> dict:

@@ -47,17 +47,20 @@ class LayerNorm(nn.LayerNorm):
                           output_dtype(x, self.low_precision_output), self.min_triton_numel)
 
 
-def pre_norm_mlp(norm: nn.LayerNorm, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``mlp(norm(x))`` for a last-dim LayerNorm and a timm ``Mlp`` with GELU; when training
-    with autograd (and no dropout), through :func:`mmvision_ssm.ops.norm_mlp`, which keeps half
-    of what the modules would for the backward (it recomputes the cheap parts). Elsewhere (other
-    activations, inference, torch.compile) the modules run unchanged. The backbones' blocks call
-    it when built with ``fused_mlp=True``: VMamba's default; MLLA and MambaVision default to the
-    modules, because their 224^2 training steps are host-bound on slow hosts, where the
-    Function's extra Python costs more throughput than the memory is worth (MambaVision-T:
-    -18 % eager, -4 % of GPU time, for -14 % memory; docs/benchmarks.md, runs S-W and Y1)."""
+def pre_norm_mlp(norm: nn.LayerNorm, mlp: nn.Module, x: torch.Tensor,
+                 fused: bool = True) -> torch.Tensor:
+    """``mlp(norm(x))`` for a last-dim LayerNorm and a timm ``Mlp`` with GELU; when ``fused``
+    and training with autograd (and no dropout), through :func:`mmvision_ssm.ops.norm_mlp`,
+    which keeps half of what the modules would for the backward (it recomputes the cheap
+    parts). Elsewhere (``fused=False``, other activations, inference, torch.compile) the modules
+    run unchanged. The backbones pass their ``fused_mlp`` switch as ``fused``: on by default in
+    VMamba; MLLA and MambaVision default to the modules, because their 224^2 training steps
+    are host-bound on slow hosts, where the Function's extra Python costs more throughput than
+    the memory is worth (MambaVision-T: -18 % eager, -4 % of GPU time, for -14 % memory;
+    docs/benchmarks.md, runs S-W and Y1)."""
     act = mlp.act
-    if (torch.is_grad_enabled() and isinstance(act, nn.GELU) and mlp.norm.__class__ is nn.Identity
+    if (fused and torch.is_grad_enabled() and isinstance(act, nn.GELU)
+            and mlp.norm.__class__ is nn.Identity
             and not (mlp.training and (mlp.drop1.p or mlp.drop2.p))
             and isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1
             and norm.weight is not None and not torch.compiler.is_compiling()):

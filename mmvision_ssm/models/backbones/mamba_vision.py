@@ -192,8 +192,7 @@ class HybridBlock(nn.Module):
     def forward(self, x):
         y = self.mixer(self.norm1(x))
         x = x + self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y)
-        y = (pre_norm_mlp(self.norm2, self.mlp, x) if self.fused_mlp
-             else self.mlp(self.norm2(x)))
+        y = pre_norm_mlp(self.norm2, self.mlp, x, self.fused_mlp)
         return x + self.drop_path(y if self.gamma_2 is None else self.gamma_2 * y)
 
 

@@ -170,8 +170,7 @@ class MLLABlock(nn.Module):
         x = self.attn(x, ctx)
         x = shortcut + self.drop_path(self.out_proj(x * F.silu(gate)))
         x = _channels_last_dwconv(x, self.cpe2, self.residual_tap)
-        y = pre_norm_mlp(self.norm2, self.mlp, x) if self.fused_mlp else self.mlp(self.norm2(x))
-        return x + self.drop_path(y)
+        return x + self.drop_path(pre_norm_mlp(self.norm2, self.mlp, x, self.fused_mlp))
 
 
 # --- stem, downsampling, stages -------------------------------------------------------------

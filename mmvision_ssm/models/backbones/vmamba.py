@@ -264,9 +264,7 @@ class VSSBlock(nn.Module):
     def forward(self, x):
         x = x + self.drop_path(self.ssm(self.norm1(x)))
         if self.mlp is not None:
-            y = (pre_norm_mlp(self.norm2, self.mlp, x) if self.fused_mlp
-                 else self.mlp(self.norm2(x)))
-            x = x + self.drop_path(y)
+            x = x + self.drop_path(pre_norm_mlp(self.norm2, self.mlp, x, self.fused_mlp))
         return x
 
 
