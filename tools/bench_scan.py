@@ -2,6 +2,7 @@
 
 GPU (CUDA events, warm-up, median of --reps runs):
     python tools/bench_scan.py --device cuda --out results.json
+    python tools/bench_scan.py --device cuda --cuda-graph   # GPU time alone, see time_cuda_graph
 compares ``triton`` (ours), ``mamba_ssm`` (mamba-ssm's ``selective_scan_fn``, when importable:
 build it with tools/gpu_build_mamba_ssm.sh and set MMVISION_SSM_MAMBA_SRC) and ``torch`` at
 VMamba-T stage-1 shapes (4 directions as 4 B/C groups, d_state 1) and MambaVision-T stage-3
@@ -76,6 +77,14 @@ def time_cuda(fn, reps, warmup=5):
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def time_cuda_graph(fn, reps, warmup=5):
+    """:func:`time_cuda` of replays of ``fn`` captured in a CUDA graph: the GPU time alone.
+    Eager timing of a call whose kernels take tens of microseconds measures the host's launch
+    and dispatch work instead (docs/benchmarks.md, runs I and X1), for every backend alike."""
+    from mmvision_ssm.benchmark import graph_replay
+    return time_cuda(graph_replay(fn, torch.device('cuda'), warmup=warmup), reps, warmup=2)
 
 
 def time_cpu(fn, reps, warmup=1):
@@ -226,7 +235,7 @@ def bench_cross(args, mamba_fn, copy_gbs, only_fused=False):
             fwd, fwd_bwd = fwd_bwd_closures(fn, inputs, ['x', 'delta', 'A', 'B', 'C', 'D',
                                                         'delta_bias'])
             try:
-                tf, tfb = time_cuda(fwd, args.reps), time_cuda(fwd_bwd, args.reps)
+                tf, tfb = args.timer(fwd, args.reps), args.timer(fwd_bwd, args.reps)
             except Exception as err:  # noqa: BLE001
                 print(f'cross {vname}: failed: {type(err).__name__}: {err}')
                 continue
@@ -265,7 +274,7 @@ def sweep(args, shapes):
             fwd, fwd_bwd = fwd_bwd_closures(scan_fn('triton', None), inputs,
                                             ['u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias'])
             try:
-                tf, tfb = time_cuda(fwd, args.reps), time_cuda(fwd_bwd, args.reps)
+                tf, tfb = args.timer(fwd, args.reps), args.timer(fwd_bwd, args.reps)
             except Exception as err:  # noqa: BLE001
                 print(f'sweep {name} {cfg}: failed: {type(err).__name__}: {err}')
                 continue
@@ -303,8 +312,13 @@ def main():
     parser.add_argument('--no-cross', action='store_true')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads')
     parser.add_argument('--sweep', action='store_true', help='time Triton launch configurations')
+    parser.add_argument('--cuda-graph', action='store_true',
+                        help='time CUDA-graph replays of each call (GPU time without the host)')
     args = parser.parse_args()
     gpu = args.device == 'cuda'
+    if args.cuda_graph and not gpu:
+        raise SystemExit('--cuda-graph needs --device cuda')
+    args.timer = (time_cuda_graph if args.cuda_graph else time_cuda) if gpu else time_cpu
     args.reps = args.reps or (30 if gpu else 3)
     args.dtypes = [getattr(torch, s) for s in (args.dtypes or ('bfloat16' if gpu else 'float32'))
                    .split(',')]
@@ -321,7 +335,7 @@ def main():
     info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                 command=' '.join(sys.argv), torch=torch.__version__, python=platform.python_version(),
                 device=torch.cuda.get_device_name() if gpu else platform.processor() or 'cpu',
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(), cuda_graph=args.cuda_graph)
     if gpu:
         import triton
         info['triton'] = triton.__version__
@@ -339,7 +353,7 @@ def main():
                 json.dump(dict(info=info, copy_GBps=args.copy_gbs, rows=rows), f, indent=1)
         return
     backends = ['triton', 'mamba_ssm', 'torch'] if gpu else ['torch', 'ref']
-    rows = bench_plain(args, shapes, backends, mamba_fn, time_cuda if gpu else time_cpu)
+    rows = bench_plain(args, shapes, backends, mamba_fn, args.timer)
     if gpu and not args.no_cross:
         info['copy_GBps'] = copy_bandwidth(args.device, args.reps)
         rows += bench_cross(args, mamba_fn, info['copy_GBps'])

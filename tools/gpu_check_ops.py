@@ -265,8 +265,12 @@ def main():
     # for few programs)
     keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split', 'states', 'chunk_par')
     forced_chunk_par = (4, 128, 4, True, True, False, True)
-    for cfg in [] if args.only else [(4, 128, 4, False, False, False), forced_chunk_par] \
-            if args.quick else [forced_chunk_par,
+    # the states-parallel kernels in 32-token chunks (n >= 2); the other shapes stay on the
+    # general kernels (4 channels per program)
+    forced_states = (4, 32, 4, True, False, True)
+    for cfg in [] if args.only else [(4, 128, 4, False, False, False), forced_chunk_par,
+                                     forced_states] \
+            if args.quick else [forced_chunk_par, forced_states,
             (1, 1024, 4, True, False, True), (8, 256, 4, False, True, False),
             (1, 512, 2, True, False, False)]:
         st.CONFIG_OVERRIDE.update(zip(keys, cfg))

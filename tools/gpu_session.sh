@@ -25,6 +25,7 @@
 #   hires        ours and official VMamba-T / MambaVision-T / MLLA-T, 1344x800 b2 and 512^2 b8
 #   prof_mv_hires  kernel and host-time breakdown, ours vs official MambaVision-T, 1344x800 b2
 #   benchscan    tools/bench_scan.py: Triton vs mamba-ssm vs torch scans, cross op vs copy BW
+#   benchscang   benchscan on CUDA-graph replays (GPU time alone, no host launch work)
 #   sweepstates  launch configurations of the states-parallel (n >= 2) scan kernels
 #   cmp_vmamba, cmp_mv, cmp_mlla, cmp_vit
 #                tools/compare_backbones.py: ours next to the official code (timm for ViT-B and
@@ -169,13 +170,19 @@ PY
       step 90 prof_mv_hires python3 tools/profile_backbone.py --model ours:MambaVision:T \
         official:mamba_vision --mode infer --batch 2 --shape 800 1344 --top 8 --cpu-top 25
     fi ;;
-  sweepstates)  # launch configurations of the states-parallel scan kernels (n = 8, 16)
-    step 120 sweep_states python3 tools/bench_scan.py --device cuda --sweep --no-cross --reps 20 \
-      --out "$OUT/sweep_states.json" ;;
+  sweepstates)  # launch configurations of the states-parallel scan kernels (n = 8, 16);
+    # $SWEEP_ARGS adds options (e.g. --cuda-graph: GPU time alone)
+    step 200 sweep_states python3 tools/bench_scan.py --device cuda --sweep --no-cross --reps 20 \
+      ${SWEEP_ARGS:-} --out "$OUT/sweep_states.json" ;;
   benchscan)  # the scan ops side by side: triton / mamba-ssm / torch, and the cross op vs copy BW
     if wait_build; then
       step 200 benchscan python3 tools/bench_scan.py --device cuda --reps 30 \
         --out "$OUT/bench_scan.json"
+    fi ;;
+  benchscang)  # benchscan timing CUDA-graph replays: the GPU time of each call, no host work
+    if wait_build; then
+      step 200 benchscang python3 tools/bench_scan.py --device cuda --reps 30 --cuda-graph \
+        --out "$OUT/bench_scan_graph.json"
     fi ;;
   cmp_mlla)
     step 150 cmp_mlla python3 tools/compare_backbones.py --models ours:MLLA:tiny official:mlla \

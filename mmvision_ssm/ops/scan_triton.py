@@ -26,7 +26,8 @@ from .common import as_grouped, check_scan_inputs, sm_count
 from .cross import check_cross_inputs
 from .dispatch import opaque_to_compile
 
-# optional manual override for benchmarks: dict(BLOCK_D=..., BLOCK_L=..., num_warps=...)
+# optional manual override for benchmarks and checks: dict(BLOCK_D=..., BLOCK_L=...,
+# num_warps=..., atomic=..., split=..., chunk_par=..., states=...); see _pick_config
 CONFIG_OVERRIDE = {}
 
 
@@ -555,7 +556,10 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
         elif bsz * _cdiv(HD, bd) < MIN_PROGRAMS_PER_SM * sms:
             split = True
     cfg['BLOCK_D'], cfg['split'] = bd, split
-    cfg.update(CONFIG_OVERRIDE)
+    # 'states' only chooses between the two kernel families above: forced True where the
+    # states-parallel kernels do not apply (one state, or the cross op's four directions) it
+    # must not send these shapes to them (they ran there with wrong results)
+    cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k != 'states'})
     bd = cfg['BLOCK_D']
     while HD % bd:
         bd //= 2
