@@ -13,6 +13,16 @@ def sm_count(device: torch.device, interpreter_sms: int) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+# plain-Python launch-grid arithmetic: triton.cdiv / next_power_of_2 are @jit functions, and
+# calling one from the host goes through Triton's JIT wrapper, which costs host time per launch
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_pow2(x: int) -> int:
+    return 1 << max(0, x - 1).bit_length()
+
+
 def compute_dtype(dtype):
     """Accumulation dtype: float32, or float64 when the inputs are float64 (the test oracle)."""
     return torch.float64 if dtype == torch.float64 else torch.float32

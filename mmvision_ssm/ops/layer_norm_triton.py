@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import sm_count
+from .common import cdiv, next_pow2, sm_count
 
 #: elements per program tile (rows x padded width)
 TILE = 4096
@@ -68,7 +68,7 @@ def _ln_bwd_kernel(X, W, DY, Mean, Rstd, DX, DW, DB, M, C, ITERS,
 
 
 def _blocks(C):
-    block_c = triton.next_power_of_2(C)
+    block_c = next_pow2(C)
     block_m = max(1, min(64, TILE // block_c))
     warps = 4 if block_c * block_m <= 4096 else 8
     return block_m, block_c, warps
@@ -80,7 +80,7 @@ def ln_forward(x2, weight, bias, eps, out_dtype):
     y = torch.empty((M, C), device=x2.device, dtype=out_dtype)
     mean, rstd = torch.empty(2, M, device=x2.device, dtype=torch.float32)  # one allocation
     block_m, block_c, warps = _blocks(C)
-    _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
+    _ln_fwd_kernel[(cdiv(M, block_m),)](
         x2, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
         HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
     return y, mean, rstd
@@ -92,10 +92,10 @@ def ln_backward(dy2, x2, weight, mean, rstd, need_weight_grads=True):
     M, C = x2.shape
     dx = torch.empty((M, C), device=x2.device, dtype=x2.dtype)
     block_m, block_c, warps = _blocks(C)
-    nblocks = triton.cdiv(M, block_m)
+    nblocks = cdiv(M, block_m)
     # 4 programs per SM (4 SMs under Triton's CPU interpreter: few, fast tests)
     grid = max(1, min(nblocks, 4 * sm_count(x2.device, 4)))
-    iters = triton.cdiv(nblocks, grid)
+    iters = cdiv(nblocks, grid)
     dw = torch.empty((grid, C), device=x2.device, dtype=torch.float32)
     db = torch.empty_like(dw)
     _ln_bwd_kernel[(grid,)](x2, weight, dy2, mean, rstd, dx, dw, db, M, C, iters,

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import as_grouped, check_scan_inputs, sm_count
+from .common import as_grouped, cdiv, check_scan_inputs, next_pow2, sm_count
 from .cross import check_cross_inputs
 from .dispatch import opaque_to_compile
 
@@ -72,6 +72,19 @@ def _dt_pair(dt_pre, dtn, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
         dt = _softplus(dt_pre)
         dtn = _softplus(dtn)
     return dt_pre, dt, dtn
+
+
+@triton.jit
+def _pick_state(x, sel):
+    """Column n of a (BLOCK_D, N) tile as a (BLOCK_D,) vector (``sel``: nidx[None, :] == n)."""
+    return tl.sum(tl.where(sel, x, 0.0), 1)
+
+
+@triton.jit
+def _state_row(ptr, base, n, s_n, p, s_p, tmask):
+    """State n's B or C at the tokens' pixels ``p`` (fp32, 0 past the end); ``base`` is the
+    offset of the program's (batch, group) slice."""
+    return tl.load(ptr + base + n * s_n + p * s_p, mask=tmask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -144,6 +157,7 @@ def _scan_fwd_kernel(
             grp = (pid_d * BLOCK_D) // HD  # BLOCK_D divides HD: one B/C group per program
         else:
             grp = k
+        bc_B, bc_C = b * sB_b + grp * sB_g, b * sC_b + grp * sC_g  # this (batch, group)'s B/C
         arow = k * CH + c
         A_k = tl.load(A_ptr + arow[:, None] * N + nidx[None, :], mask=cmask[:, None], other=0.0)
         A_k = A_k.to(tl.float32)
@@ -183,9 +197,8 @@ def _scan_fwd_kernel(
                 is_end = j[None, :] == BLOCK_L - 1
                 for n in tl.static_range(N):
                     sel = nidx[None, :] == n
-                    An = tl.sum(tl.where(sel, A_k, 0.0), 1)
-                    Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p,
-                                 mask=tmask, other=0.0).to(tl.float32)
+                    An = _pick_state(A_k, sel)
+                    Bn = _state_row(B_ptr, bc_B, n, sB_n, p, sB_p, tmask)
                     a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), du * Bn[None, :]),
                                                    1, _combine)
                     prod = tl.where(sel, tl.sum(tl.where(is_end, a_s, 0.0), 1)[:, None], prod)
@@ -197,12 +210,9 @@ def _scan_fwd_kernel(
                 new_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
                 for n in tl.static_range(N):
                     sel = nidx[None, :] == n
-                    An = tl.sum(tl.where(sel, A_k, 0.0), 1)
-                    h0 = tl.sum(tl.where(sel, h_carry, 0.0), 1)
-                    Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p, mask=tmask,
-                                 other=0.0).to(tl.float32)
-                    Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p, mask=tmask,
-                                 other=0.0).to(tl.float32)
+                    An, h0 = _pick_state(A_k, sel), _pick_state(h_carry, sel)
+                    Bn = _state_row(B_ptr, bc_B, n, sB_n, p, sB_p, tmask)
+                    Cn = _state_row(C_ptr, bc_C, n, sC_n, p, sC_p, tmask)
                     a = tl.exp(dt * An[:, None])
                     x = du * Bn[None, :]
                     a_s, x_s = tl.associative_scan((a, x), 1, _combine)
@@ -263,6 +273,7 @@ def _scan_bwd_kernel(
             grp = (pid_d * BLOCK_D) // HD
         else:
             grp = k
+        bc_B, bc_C = b * sB_b + grp * sB_g, b * sC_b + grp * sC_g  # this (batch, group)'s B/C
         arow = k * CH + c
         A_k = tl.load(A_ptr + arow[:, None] * N + nidx[None, :], mask=cmask[:, None], other=0.0)
         A_k = A_k.to(tl.float32)
@@ -325,9 +336,8 @@ def _scan_bwd_kernel(
                 is_first = j[None, :] == 0
                 for n in tl.static_range(N):
                     sel = nidx[None, :] == n
-                    An = tl.sum(tl.where(sel, A_k, 0.0), 1)
-                    Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p,
-                                 mask=tmask, other=0.0).to(tl.float32)
+                    An = _pick_state(A_k, sel)
+                    Cn = _state_row(C_ptr, bc_C, n, sC_n, p, sC_p, tmask)
                     a_next = tl.where(mn, tl.exp(dtn * An[:, None]), 1.0)
                     r_a, r_g = tl.associative_scan((a_next, gy * Cn[None, :]), 1, _combine,
                                                    reverse=True)
@@ -337,17 +347,14 @@ def _scan_bwd_kernel(
                 tl.store(sumQ_ptr + st_off + ci * N, prod, mask=cmask[:, None])
                 tl.store(sumG_ptr + st_off + ci * N, first, mask=cmask[:, None])
             else:
+                h_start = tl.load(st_base + ci * N, mask=cmask[:, None], other=0.0)
                 if HAS_Z:  # the gate needs y before gating: recompute it
                     y_pre = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
                     for n in tl.static_range(N):
                         sel = nidx[None, :] == n
-                        An = tl.sum(tl.where(sel, A_k, 0.0), 1)
-                        h0 = tl.sum(tl.where(sel, tl.load(st_base + ci * N, mask=cmask[:, None],
-                                                          other=0.0), 0.0), 1)
-                        Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p,
-                                     mask=tmask, other=0.0).to(tl.float32)
-                        Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p,
-                                     mask=tmask, other=0.0).to(tl.float32)
+                        An, h0 = _pick_state(A_k, sel), _pick_state(h_start, sel)
+                        Bn = _state_row(B_ptr, bc_B, n, sB_n, p, sB_p, tmask)
+                        Cn = _state_row(C_ptr, bc_C, n, sC_n, p, sC_p, tmask)
                         a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), du * Bn[None, :]),
                                                        1, _combine)
                         y_pre += (x_s + a_s * h0[:, None]) * Cn[None, :]
@@ -367,17 +374,13 @@ def _scan_bwd_kernel(
                     gu = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
                 g_du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
                 gdt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
-                h_start = tl.load(st_base + ci * N, mask=cmask[:, None], other=0.0)
                 new_lam = tl.zeros((BLOCK_D, N), dtype=tl.float32)
                 for n in tl.static_range(N):
                     sel = nidx[None, :] == n
-                    An = tl.sum(tl.where(sel, A_k, 0.0), 1)
-                    h0 = tl.sum(tl.where(sel, h_start, 0.0), 1)
-                    lam0 = tl.sum(tl.where(sel, lam_carry, 0.0), 1)
-                    Bn = tl.load(B_ptr + b * sB_b + grp * sB_g + n * sB_n + p * sB_p, mask=tmask,
-                                 other=0.0).to(tl.float32)
-                    Cn = tl.load(C_ptr + b * sC_b + grp * sC_g + n * sC_n + p * sC_p, mask=tmask,
-                                 other=0.0).to(tl.float32)
+                    An, h0 = _pick_state(A_k, sel), _pick_state(h_start, sel)
+                    lam0 = _pick_state(lam_carry, sel)
+                    Bn = _state_row(B_ptr, bc_B, n, sB_n, p, sB_p, tmask)
+                    Cn = _state_row(C_ptr, bc_C, n, sC_n, p, sC_p, tmask)
                     x = du * Bn[None, :]
                     a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), x), 1, _combine)
                     h = x_s + a_s * h0[:, None]
@@ -499,16 +502,6 @@ CARRY_BLOCK_C = 256
 INTERPRETER_SMS = 132
 
 
-# plain-Python helpers: triton.cdiv / next_power_of_2 are @jit functions, and calling one from
-# the host costs microseconds of argument unwrapping per call (several calls per scan call)
-def _cdiv(a, b):
-    return -(-a // b)
-
-
-def _next_pow2(x):
-    return 1 << max(0, x - 1).bit_length()
-
-
 def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None, CH=None):
     """Launch configuration: BLOCK_D (a power of two dividing HD), BLOCK_L, num_warps, whether
     gB/gC are reduced over channel blocks with atomics (else per-block rows summed after), and
@@ -532,15 +525,15 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
         # several states (MambaVision): the states-parallel kernels (scan_triton_states.py),
         # one (batch, channel) per program, an (N, BLOCK_L) tile of at most STATES_TILE
         cfg = dict(states=True, BLOCK_D=1, num_warps=STATES_NUM_WARPS, atomic=True, split=False,
-                   BLOCK_L=max(16, min(_next_pow2(L), STATES_TILE // N)))
+                   BLOCK_L=max(16, min(next_pow2(L), STATES_TILE // N)))
         cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k in ('BLOCK_L', 'num_warps')})
         return cfg
     if K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
-        cfg = dict(BLOCK_D=8, BLOCK_L=min(256, max(16, _next_pow2(L))), num_warps=4,
+        cfg = dict(BLOCK_D=8, BLOCK_L=min(256, max(16, next_pow2(L))), num_warps=4,
                    atomic=True)
         split = True
     elif L <= 1024:  # short sequences (MambaVision windows): a single chunk
-        cfg = dict(BLOCK_D=2 if N <= 8 else 1, BLOCK_L=max(16, _next_pow2(L)),
+        cfg = dict(BLOCK_D=2 if N <= 8 else 1, BLOCK_L=max(16, next_pow2(L)),
                    num_warps=4, atomic=True)
     else:
         cfg = dict(BLOCK_D=1, BLOCK_L=512 if N <= 4 else 256, num_warps=2 if N <= 4 else 4,
@@ -551,9 +544,9 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     if K > 1 and bsz is not None:
         sms = sm_count(device, INTERPRETER_SMS)
         if channels_contiguous:
-            while bd > 2 and bsz * _cdiv(HD, bd) * K < CL_PROGRAMS_PER_SM[bd] * sms:
+            while bd > 2 and bsz * cdiv(HD, bd) * K < CL_PROGRAMS_PER_SM[bd] * sms:
                 bd //= 2
-        elif bsz * _cdiv(HD, bd) < MIN_PROGRAMS_PER_SM * sms:
+        elif bsz * cdiv(HD, bd) < MIN_PROGRAMS_PER_SM * sms:
             split = True
     cfg['BLOCK_D'], cfg['split'] = bd, split
     # 'states' only chooses between the two kernel families above: forced True where the
@@ -565,12 +558,12 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
         bd //= 2
     cfg['BLOCK_D'] = bd
     cfg['split'] = bool(cfg['split']) and K > 1
-    nchunk = _cdiv(L, cfg['BLOCK_L'])
+    nchunk = cdiv(L, cfg['BLOCK_L'])
     chunk_par = cfg.get('chunk_par')
     if chunk_par is None:
         chunk_par = False
         if bsz is not None and nchunk > 1:
-            programs = bsz * _cdiv(CH or HD, cfg['BLOCK_D']) * (K if cfg['split'] else 1)
+            programs = bsz * cdiv(CH or HD, cfg['BLOCK_D']) * (K if cfg['split'] else 1)
             chunk_par = programs < CHUNK_PAR_PROGRAMS_PER_SM * sm_count(device, INTERPRETER_SMS)
     cfg['chunk_par'] = bool(chunk_par) and nchunk > 1
     if cfg['chunk_par']:
@@ -601,7 +594,7 @@ def _launch_carry(P, S, init, out, reverse):
     rows = P.numel() // (nchunk * N)
     _chunk_carry_kernel[(rows,)](
         P, S, init if init is not None else P, out, nchunk, N=N,
-        BLOCK_C=min(CARRY_BLOCK_C, max(16, _next_pow2(nchunk))), REVERSE=reverse,
+        BLOCK_C=min(CARRY_BLOCK_C, max(16, next_pow2(nchunk))), REVERSE=reverse,
         HAS_INIT=init is not None, num_warps=4)
 
 
@@ -614,7 +607,7 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     bd, bl, split = cfg['BLOCK_D'], cfg['BLOCK_L'], cfg['split']
     if split:  # the directions add into acc3 with atomics
         acc3.zero_()
-    nchunk = _cdiv(L, bl)
+    nchunk = cdiv(L, bl)
     states = torch.empty(bsz, K, CH, nchunk, N, device=u3.device, dtype=torch.float32)
     last = torch.empty(bsz, CH, N, device=u3.device, dtype=torch.float32) if want_last else states
     if cfg.get('states'):
@@ -625,7 +618,7 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     dummy = states
 
     def launch(mode, chunks, sumP=dummy, sumS=dummy):
-        _scan_fwd_kernel[(_cdiv(CH, bd), bsz, (K if split else 1) * chunks)](
+        _scan_fwd_kernel[(cdiv(CH, bd), bsz, (K if split else 1) * chunks)](
             u3, dt4, A, B4, C4, D if D is not None else dummy,
             bias if bias is not None else dummy, z3 if z3 is not None else dummy, y3,
             acc3 if acc3 is not None else dummy, states, last, sumP, sumS,
@@ -655,7 +648,7 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     N = A.shape[1]
     bd, bl = cfg['BLOCK_D'], cfg['BLOCK_L']
     nchunk = states.shape[3]
-    nblk = _cdiv(CH, bd)
+    nblk = cdiv(CH, bd)
     dev = u3.device
     ng = B4.shape[1]
     atomic, split = cfg['atomic'], cfg['split']
@@ -788,7 +781,7 @@ def cross_states_shape(x, delta, A, B, C, channels_last):
     x3, dt4, _, _ = _cross_views(x, delta, B, C, channels_last)
     bsz, d, L = x3.shape
     n = A.shape[1]
-    return (bsz, 4, d, _cdiv(L, _config_for(x3, dt4, n, d, 4)['BLOCK_L']), n)
+    return (bsz, 4, d, cdiv(L, _config_for(x3, dt4, n, d, 4)['BLOCK_L']), n)
 
 
 def cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last):
