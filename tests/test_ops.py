@@ -192,8 +192,8 @@ def test_long_sequence_stability(dtype):
     for t in (y, state, *grads):
         assert torch.isfinite(t).all(), f'non-finite output at L={L} (seed {SEED})'
     tol = 1e-10 if dtype == F64 else 1e-4
-    assert rel_err(y.double(), want) <= tol
-    assert rel_err(state.double(), want_state) <= tol
+    assert rel_err(y.double(), want) <= tol, f'seed {SEED}'
+    assert rel_err(state.double(), want_state) <= tol, f'seed {SEED}'
 
 
 # ------------------------------------------------------------------ torch backend internals
