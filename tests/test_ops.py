@@ -191,7 +191,7 @@ def test_long_sequence_stability(dtype):
     grads = torch.autograd.grad(y.sum() + state.sum(), leaves)
     for t in (y, state, *grads):
         assert torch.isfinite(t).all(), f'non-finite output at L={L} (seed {SEED})'
-    tol = 1e-10 if dtype == F64 else 1e-4
+    tol = 1e-13 if dtype == F64 else 1e-4
     assert rel_err(y.double(), want) <= tol, f'seed {SEED}'
     assert rel_err(state.double(), want_state) <= tol, f'seed {SEED}'
 
@@ -220,8 +220,9 @@ def test_torch_backend_chunk_boundaries(monkeypatch, T, l):
 
 
 def test_softplus_accuracy():
-    """The vectorised softplus against log1p(exp(x)) in float64: a few ulp times (4 + |x|) -- the
-    argument of its exp2 is x * log2(e), rounded -- over the normal range, tails included."""
+    """The vectorised softplus against F.softplus in float64 (log1p(exp(x)), and x itself above
+    20): a few ulp times (4 + |x|) -- the argument of its exp2 is x * log2(e), rounded -- over the
+    normal range, tails included."""
     from mmvision_ssm.ops.scan_torch import _softplus
     gen = torch.Generator().manual_seed(SEED)
     for dtype, lo in [(F64, -700.0), (torch.float32, -80.0)]:
@@ -229,7 +230,7 @@ def test_softplus_accuracy():
                        torch.randn(10000, generator=gen, dtype=F64) * 8]).to(dtype)
         got = _softplus(x, *(torch.empty_like(x) for _ in range(3))).double()
         xd = x.double()
-        want = torch.where(xd > 40, xd, torch.log1p(torch.exp(xd)))
+        want = torch.nn.functional.softplus(xd)
         err = (got - want).abs() / want
         bound = 2 * torch.finfo(dtype).eps * (4 + xd.abs())
         worst = int((err / bound).argmax())

@@ -57,6 +57,8 @@ SCRATCH_MAX_NUMEL = 1 << 23
 # cost model of the chunk choice, in units of one pass over one state element
 STEP_COST = 30000        # one Python-level tensor op (dispatch + launch)
 CHUNK_EXTRA_PASSES = 4   # the carry's decay steps, h += delta, the chunk sums of log2(a)
+# softplus(x) is x above this (the semantics of F.softplus and mamba-ssm's kernels)
+SOFTPLUS_THRESHOLD = 20.0
 
 
 def _exp2_floor(dtype):
@@ -233,12 +235,16 @@ def release_scratch():
 def _softplus(x, out, tmp1, tmp2):
     """softplus(x) = max(x, 0) + log1p(exp(-|x|)) into ``out``, without ATen's scalar log1p (see
     the module docstring): with e = exp(-|x|) and w = fl(1 + e), log1p(e) = log(w) - ((w - 1) - e)
-    to within a rounding, since (w - 1) - e is exactly the rounding error of 1 + e."""
+    to within a rounding, since (w - 1) - e is exactly the rounding error of 1 + e.
+
+    Above SOFTPLUS_THRESHOLD it returns x itself, as F.softplus, mamba-ssm and the Triton kernels
+    do (the dropped log1p(exp(-x)) < 2.1e-9 is below float32's resolution of x, not float64's)."""
     e = torch.abs(x, out=tmp1).mul_(-LOG2E).exp2_()
     w = torch.add(e, 1, out=tmp2)
     torch.log(w, out=out)
     out.sub_(w.sub_(1).sub_(e))
-    return out.add_(torch.clamp_min(x, 0, out=e))
+    out.add_(torch.clamp_min(x, 0, out=e))
+    return torch.where(x > SOFTPLUS_THRESHOLD, x, out, out=out)
 
 
 class _Plan:
