@@ -3,6 +3,7 @@ linear-attention math against a naive float64 reference, and strict loading of t
 key layout (tests/data/mlla_t_official_keys.json, generated from the official model)."""
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from mmvision_ssm.checkpoint import CheckpointMismatchError
 from mmvision_ssm.models.backbones.mlla import MLLA, LinearAttention, MLLABlock, stage_context
 from mmvision_ssm.models.plugins import MLLAttention
+from mmvision_ssm.ops.linear_attention import _forward as linear_attention_ops
 
 FIXTURE = os.path.join(os.path.dirname(__file__), 'data', 'mlla_t_official_keys.json')
 # small but complete: 4 stages, several heads, even head dims
@@ -202,11 +204,33 @@ def _naive_block(sd, x, heads):
 
 @pytest.mark.parametrize('heads,size', [(1, (5, 7)), (2, (6, 6)), (4, (3, 11)), (2, (1, 1))])
 def test_linear_attention_matches_naive(heads, size):
+    """Values and every gradient (input, q/k projection, LePE) of the fused attention Function
+    (hand-written backward) against autograd through the naive official math, float64."""
     torch.manual_seed(heads)
     attn = LinearAttention(16, heads).double()
-    x = torch.randn(2, *size, 16, dtype=torch.float64)
+    with torch.no_grad():  # ELU inputs of both signs, normalisers away from zero
+        attn.qk.bias.uniform_(-0.5, 1.5)
+    x = torch.randn(2, *size, 16, dtype=torch.float64, requires_grad=True)
     ctx = stage_context(*size, 16, heads, dtype=torch.float64)
-    torch.testing.assert_close(attn(x, ctx), _naive_attention(attn, x), rtol=1e-6, atol=1e-8)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, ctx), _naive_attention(attn, x), rtol=1e-6, atol=1e-8)
+    weight = torch.randn_like(x)
+    leaves = [x, *attn.parameters()]
+    names = ['x'] + [n for n, _ in attn.named_parameters()]
+    grads = torch.autograd.grad((attn(x, ctx) * weight).sum(), leaves)
+    # the naive math: its RoPE angles are float64, ours float32 as the official tables
+    want = torch.autograd.grad((_naive_attention(attn, x) * weight).sum(), leaves)
+    for g, w, name in zip(grads, want, names):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7, msg=lambda m: f'd/d{name}: {m}')
+    # the same ops and tables differentiated by autograd: equal to rounding
+    b, h, w, c = x.shape
+    v = x.reshape(b, h * w, c)
+    lepe = F.conv2d(x.permute(0, 3, 1, 2), attn.lepe.weight, attn.lepe.bias, padding=1,
+                    groups=c).permute(0, 2, 3, 1).reshape(b, h * w, c)
+    plain = linear_attention_ops(attn.qk(v), v, lepe, *ctx)[0].view(b, h, w, c)
+    want = torch.autograd.grad((plain * weight).sum(), leaves)
+    for g, w, name in zip(grads, want, names):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-13, msg=lambda m: f'd/d{name}: {m}')
 
 
 def test_block_matches_naive_official_layout():
@@ -348,3 +372,83 @@ def test_convert_tool(tmp_path, official_t, capsys):
                                official_t['layers.3.blocks.3.mlp.fc2.weight'])
     with pytest.raises(KeyError, match="no 'model_ema' entry"):
         _converter().convert(str(src), key='model_ema')
+
+
+# --- the attention branch's memory-saving Functions -----------------------------------------
+def _block_pair(c=16, heads=2, fused_mlp=False):
+    torch.manual_seed(0)
+    fused = MLLABlock(c, heads, fused_attn=True, fused_mlp=fused_mlp).train()
+    plain = MLLABlock(c, heads, fused_attn=False, fused_mlp=fused_mlp).train()
+    with torch.no_grad():  # non-trivial norms and biases
+        for p in fused.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    plain.load_state_dict(fused.state_dict())
+    return fused, plain
+
+
+def _values_and_grads(block, x, ctx):
+    x = x.detach().requires_grad_()
+    y = block(x, ctx)
+    y.float().mul(torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+    return y, x.grad, {k: p.grad for k, p in block.named_parameters()}
+
+
+def test_fused_attention_branch_same_values_and_gradients():
+    """``fused_attn`` (norm1+in_proj, dwconv+SiLU, RoPE attention, gated out_proj as Functions
+    with hand-written backwards) computes what the recorded ops do: float64, every gradient."""
+    fused, plain = (m.double() for m in _block_pair())
+    x = torch.randn(2, 7, 5, 16, dtype=torch.float64)
+    ctx = stage_context(7, 5, 16, 2, dtype=torch.float64)
+    (yf, gxf, gf), (yp, gxp, gp) = (_values_and_grads(m, x, ctx) for m in (fused, plain))
+    torch.testing.assert_close(yf, yp, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gxf, gxp, rtol=1e-10, atol=1e-12)
+    assert gf.keys() == gp.keys()
+    for k in gf:
+        torch.testing.assert_close(gf[k], gp[k], rtol=1e-10, atol=1e-12, msg=k)
+
+
+def test_fused_attention_branch_under_autocast():
+    """bf16 autocast: the Functions return bf16 like the recorded ops, float32 parameter
+    gradients, and agree with them to bf16 rounding."""
+    fused, plain = _block_pair()
+    x = torch.randn(2, 9, 6, 16)
+    ctx = stage_context(9, 6, 16, 2, dtype=torch.bfloat16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        (yf, gxf, gf), (yp, gxp, gp) = (_values_and_grads(m, x, ctx) for m in (fused, plain))
+    assert yf.dtype == yp.dtype
+    assert gxf.dtype == torch.float32
+    for a, b, name in [(yf, yp, 'y'), (gxf, gxp, 'x')] + [(gf[k], gp[k], k) for k in gf]:
+        assert a.dtype == b.dtype, name
+        err = ((a.float() - b.float()).norm() / b.float().norm()).item()
+        assert err < 3e-2, (name, err)
+
+
+def test_fused_attention_branch_keeps_less():
+    """What a training forward keeps per block, in token maps (bf16, growing with the batch):
+    the recorded ops keep 28 (and small row statistics), the fused attention branch and MLP 15:
+    block input, norm input, in_proj output (2), SiLU output, q/k (2), attention output, CPE2
+    input, the MLP's input and hidden (5)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'tools'))
+    from saved_activations import saved_bytes  # tools/saved_activations.py
+    (fused, plain), c = _block_pair(c=32, fused_mlp=True), 32
+    plain.fused_mlp = False
+    ctx = stage_context(8, 8, c, 2, dtype=torch.bfloat16)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, block):
+            super().__init__()
+            self.block = block
+
+        def forward(self, x):
+            return self.block(x, ctx)
+
+    def maps(block):
+        one, two = (saved_bytes(Wrap(block), torch.randn(b, 8, 8, c, dtype=torch.bfloat16,
+                                                         requires_grad=True), torch.bfloat16)[0]
+                    for b in (2, 4))
+        return (two - one) / (2 * 8 * 8 * c * 2)
+
+    plain_maps, fused_maps = maps(plain), maps(fused)
+    # (up to a map's fraction: row statistics, kv, normalisers)
+    assert plain_maps >= 28, plain_maps
+    assert fused_maps <= 16, fused_maps

@@ -51,6 +51,39 @@ def test_output_dtype_under_autocast():
         assert LayerNorm(8)(x.bfloat16()).dtype == torch.float32
 
 
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('out_dtype', [torch.bfloat16, torch.float32])
+def test_half_input_with_autograd_keeps_the_input_not_a_float_copy(bias, out_dtype):
+    """A bf16 input with autograd (the PyTorch path): same values and gradients as
+    F.layer_norm of its float32 copy, but the backward keeps the bf16 input, not that copy."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(4, 6, 5, 96, generator=g) * 2 + 1).bfloat16().requires_grad_()
+    w = torch.randn(96, generator=g).requires_grad_()
+    b = torch.randn(96, generator=g).requires_grad_() if bias else None
+    dy = torch.randn(4, 6, 5, 96, generator=g)
+    kept = []
+
+    def pack(t):
+        kept.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = layer_norm(x, w, b, 1e-5, out_dtype)
+    assert y.dtype == out_dtype
+    big = [t for t in kept if t.numel() == x.numel()]
+    assert big and all(t.dtype == torch.bfloat16 for t in big), [t.dtype for t in big]
+    leaves = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad((y.float() * dy).sum(), leaves)
+    ref_leaves = [t.detach().float().requires_grad_() for t in leaves]
+    yr = F.layer_norm(ref_leaves[0], (96,), *ref_leaves[1:] + [None] * (not bias), eps=1e-5)
+    want = torch.autograd.grad((yr.to(out_dtype).float() * dy).sum(), ref_leaves)
+    torch.testing.assert_close(y.float(), yr.to(out_dtype).float())
+    for got, ref, name in zip(grads, want, ['x', 'weight', 'bias']):
+        assert got.dtype == leaves[['x', 'weight', 'bias'].index(name)].dtype
+        torch.testing.assert_close(got.float(), ref.to(got.dtype).float(), rtol=2e-2, atol=1e-3,
+                                   msg=name)
+
+
 SCRIPT = textwrap.dedent('''
     import torch, torch.nn.functional as F
     from mmvision_ssm.ops.layer_norm_triton import layer_norm_triton

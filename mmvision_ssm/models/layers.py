@@ -30,21 +30,27 @@ class LayerNorm(nn.LayerNorm):
     it returns the autocast dtype directly (the Linear would cast the float32 output of
     ``F.layer_norm`` to it anyway). Otherwise the output dtype is ``F.layer_norm``'s (float32
     under autocast), which keeps residual streams that start at a norm in float32.
+
+    ``min_triton_numel`` / ``min_triton_numel_grad``: from how many elements the Triton kernels
+    run without / with autograd (None: the defaults of :mod:`mmvision_ssm.ops.layer_norm`); the
+    Functions that recompute this norm (:func:`pre_norm_mlp`) follow the latter.
     """
 
     def __init__(self, normalized_shape: int, eps: float = 1e-5,
                  low_precision_output: bool = False, min_triton_numel: int | None = None,
-                 **kwargs):
+                 min_triton_numel_grad: int | None = None, **kwargs):
         super().__init__(normalized_shape, eps=eps, **kwargs)
         if len(self.normalized_shape) != 1:
             raise ValueError(f'LayerNorm normalises the last dim only; got normalized_shape='
                              f'{self.normalized_shape}')
         self.low_precision_output = low_precision_output
         self.min_triton_numel = min_triton_numel
+        self.min_triton_numel_grad = min_triton_numel_grad
 
     def forward(self, x):
         return layer_norm(x, self.weight, self.bias, self.eps,
-                          output_dtype(x, self.low_precision_output), self.min_triton_numel)
+                          output_dtype(x, self.low_precision_output), self.min_triton_numel,
+                          self.min_triton_numel_grad)
 
 
 def pre_norm_mlp(norm: nn.LayerNorm, mlp: nn.Module, x: torch.Tensor,
@@ -54,10 +60,11 @@ def pre_norm_mlp(norm: nn.LayerNorm, mlp: nn.Module, x: torch.Tensor,
     which keeps half of what the modules would for the backward (it recomputes the cheap
     parts). Elsewhere (``fused=False``, other activations, inference, torch.compile) the modules
     run unchanged. The backbones pass their ``fused_mlp`` switch as ``fused``: on by default in
-    VMamba; MLLA and MambaVision default to the modules, because their 224^2 training steps
-    are host-bound on slow hosts, where the Function's extra Python costs more throughput than
-    the memory is worth (MambaVision-T: -18 % eager, -4 % of GPU time, for -14 % memory;
-    docs/benchmarks.md, runs S-W and Y1)."""
+    VMamba and MLLA (where it takes the memory under 0.7x the official code's); MambaVision
+    defaults to the modules, because its 224^2 training steps are host-bound on slow hosts,
+    where the Function's extra Python costs more throughput than the memory is worth
+    (MambaVision-T: -18 % eager, -4 % of GPU time, for -14 % memory; docs/benchmarks.md, runs
+    S-W and Y1)."""
     act = mlp.act
     if (fused and torch.is_grad_enabled() and isinstance(act, nn.GELU)
             and mlp.norm.__class__ is nn.Identity
@@ -65,5 +72,6 @@ def pre_norm_mlp(norm: nn.LayerNorm, mlp: nn.Module, x: torch.Tensor,
             and isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1
             and norm.weight is not None and not torch.compiler.is_compiling()):
         return norm_mlp(x, norm.weight, norm.bias, norm.eps, mlp.fc1.weight, mlp.fc1.bias,
-                        mlp.fc2.weight, mlp.fc2.bias, act.approximate)
+                        mlp.fc2.weight, mlp.fc2.bias, act.approximate,
+                        getattr(norm, 'min_triton_numel_grad', None))
     return mlp(norm(x))

@@ -24,7 +24,11 @@ MAX_TRITON_WIDTH = 8192
 #: and training steps are host-bound there. So inputs of at least MIN_TRITON_NUMEL elements
 #: use the kernels without autograd (where one saves ~0.1-0.6 ms of GPU time per call), and of
 #: at least MIN_TRITON_NUMEL_GRAD with autograd (fwd+bwd saves ~0.6 ms at 19M elements);
-#: smaller ones go to ATen (docs/benchmarks.md, runs E-G).
+#: smaller ones go to ATen (docs/benchmarks.md, runs E-G). Callers whose training is GPU-bound
+#: at smaller sizes pass their own thresholds: with autograd, ATen's path also copies a bf16
+#: input to float32 and back, and the kernels at every size cut the GPU time of 224^2 b64
+#: training steps by 12 % (VMamba-T), 16 % (MLLA-T) and 5 % (ViT-B) -- but VMamba-T's eager
+#: step lost 13 % on a slow host (run Z3), so this default stays.
 MIN_TRITON_NUMEL = 1 << 22
 MIN_TRITON_NUMEL_GRAD = 1 << 24
 #: 'torch' forces the PyTorch path (to compare, or to rule the kernels out when debugging),
@@ -44,20 +48,20 @@ def output_dtype(x: torch.Tensor, low_precision_output: bool) -> torch.dtype:
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                eps: float = 1e-5, out_dtype: torch.dtype | None = None,
-               min_triton_numel: int | None = None) -> torch.Tensor:
+               min_triton_numel: int | None = None,
+               min_triton_numel_grad: int | None = None) -> torch.Tensor:
     """LayerNorm of ``x`` over its last dim with affine ``weight``/``bias``, computed in fp32
     (float64 for float64 input), returned in ``out_dtype`` (default: x's dtype).
     Which kernels run (CUDA): inputs of ``MIN_TRITON_NUMEL`` elements (no autograd) and
     ``MIN_TRITON_NUMEL_GRAD`` (autograd) use the Triton kernels, smaller ones ATen.
-    ``min_triton_numel`` replaces ``MIN_TRITON_NUMEL`` (without autograd) for callers known to
-    be GPU-bound at smaller sizes. With autograd the rule stays: each Triton call costs more
-    host time than ATen's, and training steps were host-bound on some device machines."""
+    ``min_triton_numel`` / ``min_triton_numel_grad`` replace them for callers known to be
+    GPU-bound at smaller sizes."""
     out_dtype = out_dtype or x.dtype
     width = x.shape[-1]
     grad = torch.is_grad_enabled() and (
         x.requires_grad or (weight is not None and weight.requires_grad))
     if grad:
-        threshold = MIN_TRITON_NUMEL_GRAD
+        threshold = MIN_TRITON_NUMEL_GRAD if min_triton_numel_grad is None else min_triton_numel_grad
     else:
         threshold = MIN_TRITON_NUMEL if min_triton_numel is None else min_triton_numel
     if weight is not None and _use_triton(x, threshold):
@@ -65,6 +69,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         return layer_norm_triton(x, weight, bias, eps, out_dtype)
     # in float32 (autocast would do the same: layer_norm is on its float32 list)
     compute = compute_dtype(x.dtype)
+    if grad and weight is not None and x.dtype != compute:
+        return _LayerNormKeepingInput.apply(x, weight, bias, eps, out_dtype, threshold)
     y = F.layer_norm(x.to(compute), (width,), None if weight is None else weight.to(compute),
                      None if bias is None else bias.to(compute), eps)
     return y.to(out_dtype)
@@ -79,11 +85,13 @@ def _use_triton(x: torch.Tensor, threshold: int) -> bool:
 
 
 def layer_norm_rows(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    eps: float, out_dtype: torch.dtype) -> tuple:
+                    eps: float, out_dtype: torch.dtype,
+                    min_triton_numel: int | None = None) -> tuple:
     """For fused autograd Functions that recompute a norm: LayerNorm of the (M, C) rows ``x2``
     without autograd, as ``(y in out_dtype, mean, rstd)`` (statistics float32, or float64 for
-    float64 input); the same kernel choice as :func:`layer_norm` with autograd."""
-    if _use_triton(x2, MIN_TRITON_NUMEL_GRAD):
+    float64 input); the same kernel choice as :func:`layer_norm` with autograd
+    (``min_triton_numel``: its ``min_triton_numel_grad``; pass the same to the backward)."""
+    if _use_triton(x2, MIN_TRITON_NUMEL_GRAD if min_triton_numel is None else min_triton_numel):
         from .layer_norm_triton import ln_forward
         return ln_forward(x2, weight, bias, eps, out_dtype)
     # in float32, as autocast runs F.layer_norm (ATen's CUDA kernels also reject a bf16 input
@@ -96,10 +104,10 @@ def layer_norm_rows(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 def layer_norm_rows_backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor,
                              bias: torch.Tensor | None, mean: torch.Tensor,
-                             rstd: torch.Tensor) -> tuple:
+                             rstd: torch.Tensor, min_triton_numel: int | None = None) -> tuple:
     """(dx in x2's dtype, dweight, dbias) of :func:`layer_norm_rows` (dbias None without bias;
     the parameter gradients in the parameters' dtype)."""
-    if _use_triton(x2, MIN_TRITON_NUMEL_GRAD):
+    if _use_triton(x2, MIN_TRITON_NUMEL_GRAD if min_triton_numel is None else min_triton_numel):
         from .layer_norm_triton import ln_backward
         dx, dw, db = ln_backward(dy2.contiguous(), x2, weight, mean, rstd)
     else:
@@ -110,3 +118,24 @@ def layer_norm_rows_backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.
             (True, True, bias is not None))
         dx = dx.to(x2.dtype)
     return dx, dw.to(weight.dtype), None if bias is None else db.to(weight.dtype)
+
+
+class _LayerNormKeepingInput(torch.autograd.Function):
+    """ATen's LayerNorm of a half-precision input with autograd, keeping the input in its own
+    dtype for the backward: ``F.layer_norm(x.float())`` would keep the float32 copy, twice the
+    bytes (VMamba-T: ~190 MiB of its b64 training peak in the stages under the Triton size)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, out_dtype, min_triton_numel):
+        x2 = x.reshape(-1, x.shape[-1])
+        y, mean, rstd = layer_norm_rows(x2, weight, bias, eps, out_dtype, min_triton_numel)
+        ctx.save_for_backward(x2, weight, bias, mean, rstd)
+        ctx.min_triton_numel = min_triton_numel
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, weight, bias, mean, rstd = ctx.saved_tensors
+        dx, dw, db = layer_norm_rows_backward(grad.reshape(x2.shape), x2, weight, bias, mean,
+                                              rstd, ctx.min_triton_numel)
+        return dx.view(grad.shape), dw, db, None, None, None

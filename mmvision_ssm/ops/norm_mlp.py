@@ -7,6 +7,9 @@ about a third of an MLLA block's saved bytes). This Function keeps only the norm
 row statistics and fc1's output (1 + r maps) and recomputes the normalised tokens and the GELU
 in the backward: two elementwise passes, against the four GEMMs the MLP costs anyway.
 
+:func:`norm_linear` is the same for a norm whose only consumer is one Linear (MLLA's norm1 ->
+in_proj): it keeps the norm's input and statistics, not the normalised tokens.
+
 Numerics are those of the unfused modules under autocast: the norm is computed in float32 from
 the input, the GEMMs run in the autocast dtype (float32 without autocast), and the gradients
 come back in each input's dtype.
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 
 from .layer_norm import layer_norm_rows, layer_norm_rows_backward
 
-__all__ = ['norm_mlp']
+__all__ = ['norm_linear', 'norm_mlp']
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -28,24 +31,24 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 class _NormMlp(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, x, norm_w, norm_b, eps, w1, b1, w2, b2, approximate, dtype):
+    def forward(ctx, x, norm_w, norm_b, eps, w1, b1, w2, b2, approximate, dtype, min_triton):
         x2 = _flat(x)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        xn, mean, rstd = layer_norm_rows(x2, norm_w, norm_b, eps, dtype)
+        xn, mean, rstd = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)
         w1c, w2c = w1.to(dtype), w2.to(dtype)
         h = F.linear(xn, w1c, None if b1 is None else b1.to(dtype))
         out = F.linear(F.gelu(h, approximate=approximate), w2c,
                        None if b2 is None else b2.to(dtype))
         ctx.save_for_backward(x2, mean, rstd, norm_w, norm_b, w1c, h, w2c)
         ctx.meta = (x.shape, eps, approximate, dtype, b1 is not None, b2 is not None,
-                    w1.dtype, w2.dtype)
+                    w1.dtype, w2.dtype, min_triton)
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out):
         x2, mean, rstd, norm_w, norm_b, w1c, h, w2c = ctx.saved_tensors
-        shape, eps, approximate, dtype, has_b1, has_b2, w1_dtype, w2_dtype = ctx.meta
+        shape, eps, approximate, dtype, has_b1, has_b2, w1_dtype, w2_dtype, min_triton = ctx.meta
         go = _flat(grad_out).to(dtype)
         need = ctx.needs_input_grad
         # recomputed: GELU's output (fc2's input) and the normalised tokens (fc1's input)
@@ -57,27 +60,76 @@ class _NormMlp(torch.autograd.Function):
         gb1 = gh.sum(0).to(w1_dtype) if has_b1 and need[5] else None
         gx = gnw = gnb = gw1 = None
         if need[4]:
-            xn = layer_norm_rows(x2, norm_w, norm_b, eps, dtype)[0]
+            xn = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)[0]
             gw1 = (gh.t() @ xn).to(w1_dtype)
             del xn
         if need[0] or need[1] or need[2]:
-            gx, gnw, gnb = layer_norm_rows_backward(gh @ w1c, x2, norm_w, norm_b, mean, rstd)
+            gx, gnw, gnb = layer_norm_rows_backward(gh @ w1c, x2, norm_w, norm_b, mean, rstd,
+                                                    min_triton)
             gx = gx.view(shape)
-        return gx, gnw, gnb, None, gw1, gb1, gw2, gb2, None, None
+        return gx, gnw, gnb, None, gw1, gb1, gw2, gb2, None, None, None
 
 
 def norm_mlp(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor | None,
              eps: float, fc1_weight: torch.Tensor, fc1_bias: torch.Tensor | None,
              fc2_weight: torch.Tensor, fc2_bias: torch.Tensor | None,
-             approximate: str = 'none') -> torch.Tensor:
+             approximate: str = 'none', min_triton_numel: int | None = None) -> torch.Tensor:
     """``fc2(gelu(fc1(layer_norm(x))))`` over the last dim of ``x``, keeping only ``x``, the
     norm's statistics and fc1's output for the backward (see the module docstring).
 
     Under autocast the GEMMs run in the autocast dtype and the result has that dtype, as the
     unfused ``nn.Linear`` would; otherwise everything runs in ``x``'s dtype.
+    ``min_triton_numel``: the norm's ``min_triton_numel_grad`` (``ops.layer_norm``).
     """
     dev = x.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     with torch.autocast(dev, enabled=False):  # the Function casts explicitly
         return _NormMlp.apply(x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias,
-                              fc2_weight, fc2_bias, approximate, dtype)
+                              fc2_weight, fc2_bias, approximate, dtype, min_triton_numel)
+
+
+class _NormLinear(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, norm_w, norm_b, eps, w, b, dtype, min_triton):
+        x2 = _flat(x)
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        xn, mean, rstd = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)
+        wc = w.to(dtype)
+        out = F.linear(xn, wc, None if b is None else b.to(dtype))
+        ctx.save_for_backward(x2, mean, rstd, norm_w, norm_b, wc)
+        ctx.meta = (x.shape, eps, dtype, b is not None, w.dtype, min_triton)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, mean, rstd, norm_w, norm_b, wc = ctx.saved_tensors
+        shape, eps, dtype, has_b, w_dtype, min_triton = ctx.meta
+        go = _flat(grad_out).to(dtype)
+        need = ctx.needs_input_grad
+        gw = gb = gx = gnw = gnb = None
+        if need[4]:
+            xn = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)[0]  # recomputed
+            gw = (go.t() @ xn).to(w_dtype)
+            del xn
+        if has_b and need[5]:
+            gb = go.sum(0).to(w_dtype)
+        if need[0] or need[1] or need[2]:
+            gx, gnw, gnb = layer_norm_rows_backward(go @ wc, x2, norm_w, norm_b, mean, rstd,
+                                                    min_triton)
+            gx = gx.view(shape)
+        return gx, gnw, gnb, None, gw, gb, None, None
+
+
+def norm_linear(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor | None,
+                eps: float, weight: torch.Tensor, bias: torch.Tensor | None,
+                min_triton_numel: int | None = None) -> torch.Tensor:
+    """``linear(layer_norm(x))`` over the last dim of ``x``, keeping only ``x`` and the norm's
+    statistics for the backward (the normalised tokens are recomputed there). Dtypes as
+    :func:`norm_mlp`."""
+    dev = x.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    with torch.autocast(dev, enabled=False):  # the Function casts explicitly
+        return _NormLinear.apply(x, norm_weight, norm_bias, eps, weight, bias, dtype,
+                                 min_triton_numel)

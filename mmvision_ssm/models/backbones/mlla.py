@@ -27,7 +27,11 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from ...checkpoint import CheckpointMismatchError
-from ..layers import init_linear_and_layernorm, pre_norm_mlp
+from ...ops.dwconv_silu import dwconv_silu
+from ...ops.gated_linear import gated_linear
+from ...ops.linear_attention import rope_linear_attention
+from ...ops.norm_mlp import norm_linear
+from ..layers import LayerNorm, init_linear_and_layernorm, pre_norm_mlp
 from .base import DenseBackbone, check_arch
 
 __all__ = ['MLLA', 'MLLABlock', 'LinearAttention', 'infer_arch', 'rope_tables', 'stage_context']
@@ -60,15 +64,6 @@ def head_mask(dim: int, num_heads: int, *, device=None, dtype=torch.float32) -> 
     """(dim, dim) block-diagonal 0/1 matrix: channel i and j belong to the same head."""
     head = torch.arange(dim, device=device) // (dim // num_heads)
     return (head[:, None] == head[None, :]).to(dtype)
-
-
-def _swap_pairs(x: torch.Tensor) -> torch.Tensor:
-    """(x0, x1, x2, x3, ...) -> (x1, x0, x3, x2, ...) along the last dim."""
-    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return torch.addcmul(x * cos, _swap_pairs(x), sin)
 
 
 def stage_context(height: int, width: int, dim: int, num_heads: int, *, device=None,
@@ -106,8 +101,9 @@ class LinearAttention(nn.Module):
     """Multi-head linear attention with ELU+1 feature maps, 2-D RoPE on q/k and a LePE
     depthwise conv on v (v is the input itself, as in the official code)."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, fused: bool = True):
         super().__init__()
+        self.fused = fused
         if dim % num_heads or (dim // num_heads) % 2 or dim % 4:
             raise ValueError(f'LinearAttention: dim={dim} must be divisible by 4 and by '
                              f'num_heads={num_heads} with an even head dim (RoPE rotates pairs)')
@@ -118,23 +114,28 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: tuple) -> torch.Tensor:
         """x: (B, H, W, C); ctx: :func:`stage_context` for this H, W. Returns (B, H, W, C)."""
-        cos, sin, cos_k, sin_k, kv_mask, head_sum = ctx
         b, h, w, c = x.shape
         v = x.reshape(b, h * w, c)
-        # ELU's backward uses its input, so the +1 may be done in place on its output
-        q, k = F.elu(self.qk(v)).add_(1.0).chunk(2, dim=-1)
-        q_rope = apply_rope(q, cos, sin)
-        k_rope = apply_rope(k, cos_k, sin_k)                       # carries N ** -0.5
-        kv = torch.matmul(k_rope.transpose(1, 2), v) * kv_mask     # (B, C, C), per-head blocks
-        # normaliser 1 / (q . mean_n k) per token and head (without RoPE, as the official code)
-        denom = torch.matmul(q, k.mean(dim=1).unsqueeze(-1) * head_sum).add_(1e-6)  # (B,N,heads)
-        out = torch.matmul(q_rope, kv).view(b, h, w, self.num_heads, -1)
-        lepe = _channels_last_dwconv(x, self.lepe).unflatten(-1, (self.num_heads, -1))
-        # lepe + attention / normaliser in one pass
-        return torch.addcdiv(lepe, out, denom.view(b, h, w, self.num_heads, 1)).flatten(-2)
+        lepe = _channels_last_dwconv(x, self.lepe).reshape(b, h * w, c)
+        return rope_linear_attention(self.qk(v), v, lepe, ctx, self.fused).view(b, h, w, c)
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, num_heads={self.num_heads}'
+
+
+#: With autograd, MLLA's block norms run the Triton LayerNorm kernels from this many elements
+#: on (the default rule, 16 M elements, sends every MLLA-T norm at 224^2 b64 to ATen, which
+#: copies the bf16 maps to float32 and back): the training step's GPU time fell 16 % (run Z2,
+#: H100; docs/benchmarks.md). Without autograd the default rule stays: inference at 224^2 b128
+#: is host-bound on the device machines, where the kernels' launches cost more than they save.
+BLOCK_NORM_MIN_TRITON_NUMEL_GRAD = 1 << 20
+
+
+def block_norm(dim: int) -> LayerNorm:
+    """The blocks' norms: each feeds only a Linear (in_proj, the MLP's fc1), so under autocast
+    it returns bf16 directly (same parameters and keys as ``nn.LayerNorm``)."""
+    return LayerNorm(dim, low_precision_output=True,
+                     min_triton_numel_grad=BLOCK_NORM_MIN_TRITON_NUMEL_GRAD)
 
 
 class MLLABlock(nn.Module):
@@ -147,14 +148,14 @@ class MLLABlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop: float = 0.0, drop_path: float = 0.0, act_layer=nn.GELU,
-                 norm_layer=nn.LayerNorm, fused_mlp: bool = False):
+                 norm_layer=block_norm, fused_mlp: bool = False, fused_attn: bool = True):
         super().__init__()
-        self.dim, self.fused_mlp = dim, fused_mlp
+        self.dim, self.fused_mlp, self.fused_attn = dim, fused_mlp, fused_attn
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = norm_layer(dim)
         self.in_proj = nn.Linear(dim, 2 * dim)
         self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias)
+        self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias, fused=fused_attn)
         self.out_proj = nn.Linear(dim, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
@@ -165,10 +166,24 @@ class MLLABlock(nn.Module):
     def forward(self, x: torch.Tensor, ctx: tuple) -> torch.Tensor:
         x = _channels_last_dwconv(x, self.cpe1, self.residual_tap)
         shortcut = x
-        x, gate = self.in_proj(self.norm1(x)).chunk(2, dim=-1)
-        x = F.silu(_channels_last_dwconv(x, self.dwc))
+        fused = self.fused_attn and torch.is_grad_enabled()
+        if fused and isinstance(self.norm1, nn.LayerNorm):
+            x = norm_linear(x, self.norm1.weight, self.norm1.bias, self.norm1.eps,
+                            self.in_proj.weight, self.in_proj.bias,
+                            getattr(self.norm1, 'min_triton_numel_grad', None))
+        else:
+            x = self.in_proj(self.norm1(x))
+        x, gate = x.chunk(2, dim=-1)
+        if fused:
+            x = dwconv_silu(x, self.dwc.weight, self.dwc.bias, padding=1)
+        else:
+            x = F.silu(_channels_last_dwconv(x, self.dwc))
         x = self.attn(x, ctx)
-        x = shortcut + self.drop_path(self.out_proj(x * F.silu(gate)))
+        if fused:
+            x = gated_linear(x, gate, self.out_proj.weight, self.out_proj.bias)
+        else:
+            x = self.out_proj(x * F.silu(gate))
+        x = shortcut + self.drop_path(x)
         x = _channels_last_dwconv(x, self.cpe2, self.residual_tap)
         return x + self.drop_path(pre_norm_mlp(self.norm2, self.mlp, x, self.fused_mlp))
 
@@ -299,6 +314,12 @@ class MLLA(DenseBackbone):
         fused_mlp: train the blocks' norm + MLP through ``ops.norm_mlp`` (keeps half the MLP's
             activations for backward, recomputes the norm and GELU; same outputs and gradients,
             see ``models.layers.pre_norm_mlp``).
+        fused_attn: train the attention branch through the Functions of ``ops`` that keep less
+            for the backward and recompute the rest (``norm_linear``, ``dwconv_silu``,
+            ``rope_linear_attention``, ``gated_linear``): 15 instead of 28 token maps per block
+            with ``fused_mlp``; same outputs and gradients. Both switches together are what
+            takes MLLA-T's training peak to 0.61x the official code's (run Z3: 4.10 vs 6.74 GiB at
+            224^2 b64) for 2 % of its GPU time.
 
     Any input size works: the stem pads to a multiple of 4, patch merging pads odd maps, and
     the RoPE tables are built for the actual map, so output ``i`` is ``ceil(H / 2**(i+2))`` high.
@@ -323,7 +344,8 @@ class MLLA(DenseBackbone):
     def __init__(self, arch='tiny', in_channels: int = 3, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.1,
                  out_indices=(0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, fused_mlp: bool = False, pretrained: str | None = None,
+                 with_cp: bool = False, fused_mlp: bool = True, fused_attn: bool = True,
+                 pretrained: str | None = None,
                  init_cfg: dict | None = None):
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg)
@@ -342,7 +364,8 @@ class MLLA(DenseBackbone):
         self.layers = nn.ModuleList(
             MLLAStage(dims[i], depths[i], num_heads[i], drop_path=dpr[i].tolist(),
                       downsample=i < self.num_stages - 1, with_cp=with_cp, mlp_ratio=mlp_ratio,
-                      qkv_bias=qkv_bias, drop=drop_rate, fused_mlp=fused_mlp)
+                      qkv_bias=qkv_bias, drop=drop_rate, fused_mlp=fused_mlp,
+                      fused_attn=fused_attn)
             for i in range(self.num_stages))
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))

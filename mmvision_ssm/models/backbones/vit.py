@@ -69,10 +69,10 @@ def window_unpartition(x: torch.Tensor, window: tuple, padded_hw: tuple, hw: tup
 
 #: Without autograd, ViT blocks are GPU-bound from about this size on (ViT-B: 1 M elements is
 #: batch 7 at 224^2), so their norms use the Triton kernels from there: ViT-B inference at 224^2
-#: b128 ran 1.11-1.12x timm on H200s. With autograd the default rule (16 M elements) stays:
-#: the kernels' extra host time decides a training step on slow hosts (Triton norms made a
-#: ViT-B training step 1.02-1.04x timm on one H200 host and 0.79-0.92x on slower ones;
-#: docs/benchmarks.md, runs I-O)
+#: b128 ran 1.11-1.12x timm on H200s (docs/benchmarks.md, runs I-O). With autograd too: a
+#: ViT-B training step at 224^2 b64 (9.6 M elements per norm, under the default 16 M) took
+#: 4-5 % less GPU time than with ATen's norms, 1.05x timm's, at the same eager speed on a
+#: slow host (0.97x timm both ways; runs Y1, Z3, Z4)
 BLOCK_NORM_MIN_TRITON_NUMEL = 1 << 20
 
 
@@ -80,7 +80,8 @@ def _BlockNorm(dim: int, **kwargs) -> nn.Module:  # noqa: N802 (a norm_layer fac
     """The blocks' norms feed only a Linear (``attn.qkv``, ``mlp.fc1``), so under autocast they
     return bf16 directly (same parameters and keys as timm's LayerNorm)."""
     return FastLayerNorm(dim, eps=1e-6, low_precision_output=True,
-                         min_triton_numel=BLOCK_NORM_MIN_TRITON_NUMEL, **kwargs)
+                         min_triton_numel=BLOCK_NORM_MIN_TRITON_NUMEL,
+                         min_triton_numel_grad=BLOCK_NORM_MIN_TRITON_NUMEL, **kwargs)
 
 
 class ViTBlock(Block):
