@@ -99,7 +99,9 @@ def _channels_last_dwconv(x: torch.Tensor, conv: nn.Conv2d,
 
 class LinearAttention(nn.Module):
     """Multi-head linear attention with ELU+1 feature maps, 2-D RoPE on q/k and a LePE
-    depthwise conv on v (v is the input itself, as in the official code)."""
+    depthwise conv on v (v is the input itself, as in the official code). ``fused``: train
+    through :func:`mmvision_ssm.ops.linear_attention.rope_linear_attention`'s Function (keeps
+    q/k and small tensors for the backward) instead of recording every op."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, fused: bool = True):
         super().__init__()
@@ -317,9 +319,9 @@ class MLLA(DenseBackbone):
         fused_attn: train the attention branch through the Functions of ``ops`` that keep less
             for the backward and recompute the rest (``norm_linear``, ``dwconv_silu``,
             ``rope_linear_attention``, ``gated_linear``): 15 instead of 28 token maps per block
-            with ``fused_mlp``; same outputs and gradients. Both switches together are what
-            takes MLLA-T's training peak to 0.61x the official code's (run Z3: 4.10 vs 6.74 GiB at
-            224^2 b64) for 2 % of its GPU time.
+            with ``fused_mlp``; same outputs and gradients. Both switches together take MLLA-T's
+            training peak to 0.61x the official code's (4.10 vs 6.74 GiB at 224^2 b64, H100) at
+            1.79x its training speed on GPU work (docs/benchmarks.md, runs Z1-Z7).
 
     Any input size works: the stem pads to a multiple of 4, patch merging pads odd maps, and
     the RoPE tables are built for the actual map, so output ``i`` is ``ceil(H / 2**(i+2))`` high.
