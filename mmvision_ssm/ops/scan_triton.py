@@ -88,6 +88,17 @@ def _state_row(ptr, base, n, s_n, p, s_p, tmask):
 
 
 @triton.jit
+def _state_chunk(dt, du, A_k, carry, sel, B_ptr, base, n, s_n, p, s_p, tmask):
+    """State n over the program's tokens from the chunk-start ``carry``:
+    h_t = exp(dt_t A_n) h_{t-1} + du_t B_n(t), a (BLOCK_D, BLOCK_L) fp32 tile (the forward's
+    outputs and the backward's recomputed pre-gate output both need it)."""
+    An, h0 = _pick_state(A_k, sel), _pick_state(carry, sel)
+    Bn = _state_row(B_ptr, base, n, s_n, p, s_p, tmask)
+    a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), du * Bn[None, :]), 1, _combine)
+    return x_s + a_s * h0[:, None]
+
+
+@triton.jit
 def _chunk_range(NCHUNK, MODE: tl.constexpr):
     """The chunks [c_lo, c_hi) a program walks -- all of them (MODE 0) or the single chunk of a
     chunk-parallel program, whose grid axis 2 is direction * NCHUNK + chunk -- and the
@@ -210,14 +221,9 @@ def _scan_fwd_kernel(
                 new_carry = tl.zeros((BLOCK_D, N), dtype=tl.float32)
                 for n in tl.static_range(N):
                     sel = nidx[None, :] == n
-                    An, h0 = _pick_state(A_k, sel), _pick_state(h_carry, sel)
-                    Bn = _state_row(B_ptr, bc_B, n, sB_n, p, sB_p, tmask)
-                    Cn = _state_row(C_ptr, bc_C, n, sC_n, p, sC_p, tmask)
-                    a = tl.exp(dt * An[:, None])
-                    x = du * Bn[None, :]
-                    a_s, x_s = tl.associative_scan((a, x), 1, _combine)
-                    h = x_s + a_s * h0[:, None]
-                    y += h * Cn[None, :]
+                    h = _state_chunk(dt, du, A_k, h_carry, sel, B_ptr, bc_B, n, sB_n, p, sB_p,
+                                     tmask)
+                    y += h * _state_row(C_ptr, bc_C, n, sC_n, p, sC_p, tmask)[None, :]
                     last = tl.sum(tl.where(j[None, :] == BLOCK_L - 1, h, 0.0), 1)
                     new_carry = tl.where(sel, last[:, None], new_carry)
                 h_carry = new_carry
@@ -352,12 +358,9 @@ def _scan_bwd_kernel(
                     y_pre = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
                     for n in tl.static_range(N):
                         sel = nidx[None, :] == n
-                        An, h0 = _pick_state(A_k, sel), _pick_state(h_start, sel)
-                        Bn = _state_row(B_ptr, bc_B, n, sB_n, p, sB_p, tmask)
-                        Cn = _state_row(C_ptr, bc_C, n, sC_n, p, sC_p, tmask)
-                        a_s, x_s = tl.associative_scan((tl.exp(dt * An[:, None]), du * Bn[None, :]),
-                                                       1, _combine)
-                        y_pre += (x_s + a_s * h0[:, None]) * Cn[None, :]
+                        h = _state_chunk(dt, du, A_k, h_start, sel, B_ptr, bc_B, n, sB_n, p,
+                                         sB_p, tmask)
+                        y_pre += h * _state_row(C_ptr, bc_C, n, sC_n, p, sC_p, tmask)[None, :]
                     if HAS_D:
                         y_pre += Dv[:, None] * u
                     z = tl.load(z_ptr + b * sz_b + c[:, None] * sz_c + p[None, :] * sz_p, mask=m2,
