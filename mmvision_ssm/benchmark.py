@@ -16,6 +16,10 @@ optimizer state; ``None`` on the CPU).
 A training iteration is forward under autocast, ``loss = sum(out.float().mean())`` over the
 outputs, backward, SGD(momentum) step, ``zero_grad(set_to_none=True)``.
 
+``trace=True`` adds every iteration's GPU and host time, the garbage collections and the
+driver allocations during the timed iterations (:class:`IterationTrace`): when the host time
+of an iteration is close to its GPU time, the step is host-bound (docs/benchmarks.md, run AA).
+
 ``cuda_graph=True`` (CUDA only) captures one whole iteration in a CUDA graph after the warm-up
 and times its replays: the same kernels on the same static tensors, with no Python, dispatch or
 launch work on the host. The device machines' host CPUs are slow enough that eager training
@@ -24,6 +28,8 @@ measure the host; graph replays measure the GPU work of each implementation alik
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import statistics
 import time
@@ -61,31 +67,88 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
+class IterationTrace:
+    """What happened during timed iterations, to tell slow steps apart (``measure(trace=True)``).
+
+    Per iteration: the host time to issue it (``host_ms``; when it is close to the GPU time the
+    step is host-bound) and the Python garbage collections that ran inside it (``gc``: iteration,
+    generation, ms). Over all iterations: CUDA allocator calls into the driver
+    (``device_allocs``/``device_frees``: ``cudaMalloc``/``cudaFree`` synchronise and stall the
+    queue) and allocation retries (``alloc_retries``: the cache was flushed to fit a request).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.host_ms: list[float] = []
+        self.gc: list[tuple[int, int, float]] = []
+        self._gc_start = None
+
+    def _on_gc(self, phase, info):
+        if phase == 'start':
+            self._gc_start = time.perf_counter()
+        elif self._gc_start is not None:
+            self.gc.append((len(self.host_ms), info['generation'],
+                            (time.perf_counter() - self._gc_start) * 1e3))
+            self._gc_start = None
+
+    def _allocator(self) -> dict:
+        if self.device.type != 'cuda':
+            return {}
+        stats = torch.cuda.memory_stats(self.device)
+        return dict(device_allocs=stats.get('num_device_alloc', 0),
+                    device_frees=stats.get('num_device_free', 0),
+                    alloc_retries=stats.get('num_alloc_retries', 0))
+
+    def __enter__(self):
+        self._before = self._allocator()
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._on_gc)
+        after = self._allocator()
+        self.allocator = {k: after[k] - self._before[k] for k in after}
+
+    def summary(self) -> dict:
+        return dict(host_ms=[round(t, 3) for t in self.host_ms],
+                    gc=[(i, g, round(ms, 3)) for i, g, ms in self.gc],
+                    gc_ms=round(sum(ms for _, _, ms in self.gc), 3), **self.allocator)
+
+
 def time_iterations(step: Callable[[], None], iters: int, warmup: int,
-                    device: torch.device) -> tuple[list[float], float]:
+                    device: torch.device,
+                    trace: IterationTrace | None = None) -> tuple[list[float], float]:
     """(seconds per call, total seconds) of ``iters`` timed calls after ``warmup`` untimed ones.
 
-    The total runs from the first call's start to the last call's end (launch gaps included)."""
+    The total runs from the first call's start to the last call's end (launch gaps included).
+    ``trace`` (entered around the timed calls) records each call's host time and collections."""
     for _ in range(warmup):
         step()
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                  for _ in range(iters)]
-        for start, end in events:
-            start.record()
+    with trace or contextlib.nullcontext():
+        if device.type == 'cuda':
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(iters)]
+            for start, end in events:
+                t0 = time.perf_counter()
+                start.record()
+                step()
+                end.record()
+                if trace is not None:
+                    trace.host_ms.append((time.perf_counter() - t0) * 1e3)
+            torch.cuda.synchronize(device)
+            return ([s.elapsed_time(e) / 1e3 for s, e in events],
+                    events[0][0].elapsed_time(events[-1][1]) / 1e3)
+        times = []
+        t_start = time.perf_counter()
+        for _ in range(iters):
+            t0 = time.perf_counter()
             step()
-            end.record()
-        torch.cuda.synchronize(device)
-        return ([s.elapsed_time(e) / 1e3 for s, e in events],
-                events[0][0].elapsed_time(events[-1][1]) / 1e3)
-    times = []
-    t_start = time.perf_counter()
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times, time.perf_counter() - t_start
+            times.append(time.perf_counter() - t0)
+            if trace is not None:
+                trace.host_ms.append(times[-1] * 1e3)
+        return times, time.perf_counter() - t_start
 
 
 def graph_replay(step: Callable[[], None], device: torch.device,
@@ -148,7 +211,8 @@ def make_step(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: st
 def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str = 'infer',
             dtype: str = 'fp32', iters: int = 20, warmup: int = 5, device=None,
             loss_fn: Callable = default_loss, make_input: Callable | None = None,
-            in_channels: int = 3, lr: float = 1e-4, cuda_graph: bool = False) -> dict:
+            in_channels: int = 3, lr: float = 1e-4, cuda_graph: bool = False,
+            trace: bool = False) -> dict:
     """Time ``model`` on random input (batch, in_channels, *shape).
 
     Args:
@@ -159,6 +223,9 @@ def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str 
         loss_fn: maps the model output to a scalar for training.
         cuda_graph: time replays of one captured iteration (see the module docstring); the
             peak memory then includes the graph's private pool and the eager warm-up.
+        trace: also return ``latencies_ms`` (every timed iteration) and ``trace``
+            (:class:`IterationTrace`: host time per iteration, garbage collections, driver
+            allocations), to tell what made a slow iteration slow.
 
     Returns a dict: mode, dtype, batch, shape, iters, warmup, device, img_per_s, latency_ms
     (median), latency_p90_ms, peak_mem_gib (None on the CPU), params_m, cuda_graph.
@@ -182,10 +249,13 @@ def measure(model: torch.nn.Module, batch: int, shape: Sequence[int], mode: str 
         torch.cuda.reset_peak_memory_stats(device)
     if cuda_graph:
         step = graph_replay(step, device, warmup=max(warmup, 1))
-    times, total = time_iterations(step, iters, warmup, device)
+    tracer = IterationTrace(device) if trace else None
+    times, total = time_iterations(step, iters, warmup, device, tracer)
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else None)
     del opt
-    return dict(
+    extra = {} if tracer is None else dict(
+        latencies_ms=[round(t * 1e3, 3) for t in times], trace=tracer.summary())
+    return extra | dict(
         mode=mode, dtype=dtype, batch=batch, shape=list(shape), iters=iters, warmup=warmup,
         device=torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
         img_per_s=batch * len(times) / total,

@@ -1,4 +1,5 @@
 """tools/benchmark.py and mmvision_ssm/benchmark.py on the CPU: sane outputs, JSON, exponent fit."""
+import gc
 import json
 import math
 import os.path as osp
@@ -60,6 +61,26 @@ def test_measure_bf16_autocast_and_bad_args():
         measure(TinyNet(), 1, (8, 8), dtype='int8', device='cpu')
     with pytest.raises(ValueError, match='cuda_graph'):
         measure(TinyNet(), 1, (8, 8), cuda_graph=True, device='cpu')
+
+
+def test_measure_trace_records_iterations_and_collections():
+    calls = []
+
+    def loss_with_collection(out):
+        calls.append(1)
+        if len(calls) == 3:  # the second timed iteration (one warm-up first) collects
+            gc.collect(1)
+        return sum(t.float().mean() for t in out)
+
+    r = measure(TinyNet(), batch=1, shape=(8, 8), mode='train', iters=3, warmup=1, device='cpu',
+                loss_fn=loss_with_collection, trace=True)
+    assert len(r['latencies_ms']) == len(r['trace']['host_ms']) == 3
+    assert all(t > 0 for t in r['latencies_ms'])
+    assert (1, 1) in [(i, g) for i, g, _ in r['trace']['gc']]  # iteration 1, generation 1
+    assert r['trace']['gc_ms'] >= max(ms for _, _, ms in r['trace']['gc']) >= 0
+    assert not any(  # the callback is removed afterwards
+        getattr(cb, '__self__', None).__class__.__name__ == 'IterationTrace' for cb in gc.callbacks)
+    assert 'latencies_ms' not in measure(TinyNet(), 1, (8, 8), iters=1, device='cpu')
 
 
 def test_fit_exponent_recovers_known_exponents():

@@ -108,6 +108,18 @@ SCRIPT = textwrap.dedent('''
                 key = f'{M}x{C} bias={bias} {name}'
                 worst[key] = err
                 assert torch.isfinite(a).all(), key
+    # a non-contiguous (B, H, W, C) map: y and dx keep its shape
+    x = torch.randn(3, 96, 4, 5, generator=g, dtype=torch.float64).permute(0, 2, 3, 1)
+    w, b = (torch.randn(96, generator=g, dtype=torch.float64) for _ in range(2))
+    dy = torch.randn(3, 4, 5, 96, generator=g, dtype=torch.float64)
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    gr = torch.autograd.grad((F.layer_norm(ref[0], (96,), ref[1], ref[2], 1e-5) * dy).sum(), ref)
+    got = [t.float().requires_grad_() for t in (x, w, b)]
+    y = layer_norm_triton(*got, 1e-5, torch.float32)
+    gg = torch.autograd.grad((y.double() * dy).sum(), got)
+    assert y.shape == gg[0].shape == x.shape
+    for name, a, r in zip(['dx', 'dw', 'db'], gg, gr):
+        worst[f'4d {name}'] = float((a.double() - r).norm() / r.norm())
     # bf16 in, bf16 out (what VMamba uses under autocast)
     x = torch.randn(64, 96, generator=g)
     w, b = torch.randn(96, generator=g), torch.randn(96, generator=g)

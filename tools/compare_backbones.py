@@ -16,6 +16,7 @@ launch-bound models jitter; alternating rounds and medians keep one slow moment 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os.path as osp
 import statistics
@@ -80,6 +81,12 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--dtype', default='bf16', choices=['fp32', 'bf16', 'fp16'])
     p.add_argument('--drop-path', type=float, help="stochastic-depth rate of ours and timm's models")
+    p.add_argument('--trace', action='store_true',
+                   help='record every iteration: GPU and host ms, garbage collections, '
+                   'driver allocations (mmvision_ssm.benchmark.IterationTrace)')
+    p.add_argument('--gc', choices=['on', 'frozen'], default='on',
+                   help="'frozen': gc.freeze() after the models are built, so collections "
+                   'skip the objects that exist then (model, library modules)')
     p.add_argument('--out')
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -87,20 +94,24 @@ def main(argv=None):
     cases = [parse_case(c) for c in args.case]
     from benchmark import build_spec  # tools/benchmark.py: the same model builders
     models = {spec: build_spec(spec, args.drop_path).cuda() for spec in args.models}
+    if args.gc == 'frozen':
+        gc.collect()
+        gc.freeze()
     rows = []
     for rnd in range(args.rounds):
         for mode, batch, hw, graph in cases:
             for spec, model in models.items():
                 try:
                     r = measure(model, batch, hw, mode=mode, dtype=args.dtype, iters=args.iters,
-                                warmup=args.warmup, cuda_graph=graph)
+                                warmup=args.warmup, cuda_graph=graph, trace=args.trace)
                 except Exception as err:  # noqa: BLE001  (OOM, or a model that rejects
                     # the size, e.g. timm's fixed-size ViT): recorded, the others go on
                     r = dict(mode=mode, batch=batch, shape=list(hw),
                              error=f'{type(err).__name__}: {str(err)[:200]}')
                     torch.cuda.empty_cache()
                 r = {'model': spec, 'round': rnd, 'case': case_name(mode, batch, hw, graph),
-                     **{k: v for k, v in r.items() if isinstance(v, (int, float, str, list))}}
+                     **{k: v for k, v in r.items()
+                        if isinstance(v, (int, float, str, list, dict))}}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
                 if args.out:

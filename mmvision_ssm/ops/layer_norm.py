@@ -27,8 +27,9 @@ MAX_TRITON_WIDTH = 8192
 #: smaller ones go to ATen (docs/benchmarks.md, runs E-G). Callers whose training is GPU-bound
 #: at smaller sizes pass their own thresholds: with autograd, ATen's path also copies a bf16
 #: input to float32 and back, and the kernels at every size cut the GPU time of 224^2 b64
-#: training steps by 12 % (VMamba-T), 16 % (MLLA-T) and 5 % (ViT-B) -- but VMamba-T's eager
-#: step lost 13 % on a slow host (run Z3), so this default stays.
+#: training steps by 12-14 % (VMamba-T), 16 % (MLLA-T) and 5-10 % (ViT-B) -- but VMamba-T's
+#: eager step lost 13 % on a slow host (run Z3), still 7 % after the Triton path's host work
+#: was cut (run AF), so this default stays.
 MIN_TRITON_NUMEL = 1 << 22
 MIN_TRITON_NUMEL_GRAD = 1 << 24
 #: 'torch' forces the PyTorch path (to compare, or to rule the kernels out when debugging),

@@ -37,7 +37,7 @@ def _ln_fwd_kernel(X, W, Bias, Y, Mean, Rstd, M, C, eps,
 
 
 @triton.jit
-def _ln_bwd_kernel(X, W, DY, Mean, Rstd, DX, DW, DB, M, C, ITERS,
+def _ln_bwd_kernel(X, W, DY, Mean, Rstd, DX, DWB, M, C, ITERS,
                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -63,8 +63,9 @@ def _ln_bwd_kernel(X, W, DY, Mean, Rstd, DX, DW, DB, M, C, ITERS,
         tl.store(DX + off, dx.to(DX.dtype.element_ty), mask=m2)
         dw += tl.sum(dy * xhat, 0)
         db += tl.sum(dy, 0)
-    tl.store(DW + pid * C + cols, dw, mask=cmask)
-    tl.store(DB + pid * C + cols, db, mask=cmask)
+    # one (2, programs, C) buffer for both partial sums: one allocation and one sum on the host
+    tl.store(DWB + pid * C + cols, dw, mask=cmask)
+    tl.store(DWB + (nprog + pid) * C + cols, db, mask=cmask)
 
 
 def _blocks(C):
@@ -74,57 +75,63 @@ def _blocks(C):
     return block_m, block_c, warps
 
 
-def ln_forward(x2, weight, bias, eps, out_dtype):
-    """(y, mean, rstd) of the (M, C) rows ``x2``: y in ``out_dtype``, the statistics fp32."""
-    M, C = x2.shape
-    y = torch.empty((M, C), device=x2.device, dtype=out_dtype)
-    mean, rstd = torch.empty(2, M, device=x2.device, dtype=torch.float32)  # one allocation
+def ln_forward(x, weight, bias, eps, out_dtype):
+    """(y, mean, rstd) of the rows of the contiguous ``x`` (..., C): y in ``out_dtype`` and x's
+    shape, the statistics fp32 (one per row)."""
+    C = x.shape[-1]
+    M = x.numel() // C
+    y = torch.empty(x.shape, device=x.device, dtype=out_dtype)
+    mean, rstd = torch.empty(2, M, device=x.device, dtype=torch.float32)  # one allocation
     block_m, block_c, warps = _blocks(C)
     _ln_fwd_kernel[(cdiv(M, block_m),)](
-        x2, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
+        x, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
         HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
     return y, mean, rstd
 
 
-def ln_backward(dy2, x2, weight, mean, rstd, need_weight_grads=True):
-    """(dx, dweight, dbias) for :func:`ln_forward`; dx in x's dtype, the others fp32 (None
-    when not needed). ``dy2`` must be contiguous (M, C)."""
-    M, C = x2.shape
-    dx = torch.empty((M, C), device=x2.device, dtype=x2.dtype)
+def ln_backward(dy, x, weight, mean, rstd, need_weight_grads=True):
+    """(dx, dweight, dbias) for :func:`ln_forward`; dx in x's dtype and shape, the others in
+    fp32 (None when not needed). ``dy`` and ``x`` must be contiguous."""
+    C = x.shape[-1]
+    M = x.numel() // C
+    dx = torch.empty_like(x)
     block_m, block_c, warps = _blocks(C)
     nblocks = cdiv(M, block_m)
     # 4 programs per SM (4 SMs under Triton's CPU interpreter: few, fast tests)
-    grid = max(1, min(nblocks, 4 * sm_count(x2.device, 4)))
-    iters = cdiv(nblocks, grid)
-    dw = torch.empty((grid, C), device=x2.device, dtype=torch.float32)
-    db = torch.empty_like(dw)
-    _ln_bwd_kernel[(grid,)](x2, weight, dy2, mean, rstd, dx, dw, db, M, C, iters,
+    grid = max(1, min(nblocks, 4 * sm_count(x.device, 4)))
+    partials = torch.empty((2, grid, C), device=x.device, dtype=torch.float32)
+    _ln_bwd_kernel[(grid,)](x, weight, dy, mean, rstd, dx, partials, M, C, cdiv(nblocks, grid),
                             BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
     if not need_weight_grads:
         return dx, None, None
-    return dx, dw.sum(0), db.sum(0)
+    dw, db = partials.sum(1)
+    return dx, dw, db
 
 
 class _LayerNormTriton(torch.autograd.Function):
+    """Few host operations on purpose: training steps of these backbones are host-bound on
+    slow CPUs, and every tensor operation here is paid once per norm and step (a reshape,
+    a view or a second reduction each cost about as much as the kernel launch)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, out_dtype):
-        C = x.shape[-1]
-        x2 = x.reshape(-1, C).contiguous()
-        y, mean, rstd = ln_forward(x2, weight, bias, eps, out_dtype)
-        ctx.save_for_backward(x2, weight, mean, rstd)
-        ctx.meta = (x.shape, bias is not None)
-        return y.view(x.shape)
+        x = x.contiguous()
+        y, mean, rstd = ln_forward(x, weight, bias, eps, out_dtype)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.has_bias = bias is not None
+        return y
 
     @staticmethod
     def backward(ctx, dy):
-        x2, weight, mean, rstd = ctx.saved_tensors
-        shape, has_bias = ctx.meta
-        need = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        dx, dw, db = ln_backward(dy.reshape(x2.shape).contiguous(), x2, weight, mean, rstd, need)
-        gw = dw.to(weight.dtype) if ctx.needs_input_grad[1] else None
-        gb = db.to(weight.dtype) if has_bias and ctx.needs_input_grad[2] else None
-        return dx.view(shape), gw, gb, None, None
+        x, weight, mean, rstd = ctx.saved_tensors
+        _, need_w, need_b, _, _ = ctx.needs_input_grad
+        need_b = need_b and ctx.has_bias
+        dx, dw, db = ln_backward(dy.contiguous(), x, weight, mean, rstd, need_w or need_b)
+        if need_w and dw.dtype != weight.dtype:
+            dw = dw.to(weight.dtype)
+        if need_b and db.dtype != weight.dtype:
+            db = db.to(weight.dtype)
+        return dx, dw if need_w else None, db if need_b else None, None, None
 
 
 def layer_norm_triton(x, weight, bias, eps, out_dtype):

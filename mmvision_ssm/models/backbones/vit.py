@@ -70,9 +70,10 @@ def window_unpartition(x: torch.Tensor, window: tuple, padded_hw: tuple, hw: tup
 #: Without autograd, ViT blocks are GPU-bound from about this size on (ViT-B: 1 M elements is
 #: batch 7 at 224^2), so their norms use the Triton kernels from there: ViT-B inference at 224^2
 #: b128 ran 1.11-1.12x timm on H200s (docs/benchmarks.md, runs I-O). With autograd too: a
-#: ViT-B training step at 224^2 b64 (9.6 M elements per norm, under the default 16 M) took
-#: 4-5 % less GPU time than with ATen's norms, 1.05x timm's, at the same eager speed on a
-#: slow host (0.97x timm both ways; runs Y1, Z3, Z4)
+#: ViT-B training step at 224^2 b64 (9.6 M elements per norm, under the default 16 M) takes
+#: ~10 % less GPU time than with ATen's norms, 1.10x timm's eager on an H200 (run AG). On the
+#: slow-CPU H100 hosts, where timm's step is host-bound too, ours ran 0.90x timm eager (run AE;
+#: 0.93-1.00x with ATen's norms there, 0.76x before the Triton path's host work was cut)
 BLOCK_NORM_MIN_TRITON_NUMEL = 1 << 20
 
 
