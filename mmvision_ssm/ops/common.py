@@ -23,6 +23,13 @@ def next_pow2(x: int) -> int:
     return 1 << max(0, x - 1).bit_length()
 
 
+def cast(t, dtype):
+    """``t`` in ``dtype`` (None stays None). Skips ``Tensor.to`` when ``t`` already has the
+    dtype: even a no-op ``to`` is a dispatcher call, and the training step runs hundreds of
+    them where the host time is what limits it."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
 def compute_dtype(dtype):
     """Accumulation dtype: float32, or float64 when the inputs are float64 (the test oracle)."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .common import cast
+
 __all__ = ['dwconv_silu']
 
 
@@ -24,9 +26,9 @@ class _DwconvSilu(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding, dtype):
-        xc = x.to(dtype).permute(0, 3, 1, 2)
-        wc = weight.to(dtype)
-        bc = None if bias is None else bias.to(dtype)
+        xc = cast(x, dtype).permute(0, 3, 1, 2)
+        wc = cast(weight, dtype)
+        bc = cast(bias, dtype)
         out = F.silu(_conv(xc, wc, bc, padding))
         ctx.save_for_backward(xc, wc, bc)
         ctx.meta = (x.dtype, weight.dtype, None if bias is None else bias.dtype, padding)
@@ -37,15 +39,14 @@ class _DwconvSilu(torch.autograd.Function):
         xc, wc, bc = ctx.saved_tensors
         x_dtype, w_dtype, b_dtype, pad = ctx.meta
         pre = _conv(xc, wc, bc, pad)                              # recomputed
-        g_pre = torch.ops.aten.silu_backward(grad_out.permute(0, 3, 1, 2).to(pre.dtype), pre)
+        g_pre = torch.ops.aten.silu_backward(cast(grad_out.permute(0, 3, 1, 2), pre.dtype), pre)
         del pre
         need = ctx.needs_input_grad
         gx, gw, gb = torch.ops.aten.convolution_backward(
             g_pre, xc, wc, None if bc is None else [bc.shape[0]], [1, 1], [pad, pad], [1, 1],
             False, [0, 0], wc.shape[0], [need[0], need[1], bc is not None and need[2]])
-        return (None if gx is None else gx.permute(0, 2, 3, 1).to(x_dtype),
-                None if gw is None else gw.to(w_dtype),
-                None if gb is None else gb.to(b_dtype), None, None)
+        return (None if gx is None else cast(gx.permute(0, 2, 3, 1), x_dtype),
+                cast(gw, w_dtype), cast(gb, b_dtype), None, None)
 
 
 def dwconv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

@@ -14,7 +14,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .common import compute_dtype
+from .common import cast, compute_dtype
 from .dispatch import triton_importable
 
 #: rows wider than this go to PyTorch (one row must fit in one Triton block)
@@ -72,9 +72,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     compute = compute_dtype(x.dtype)
     if grad and weight is not None and x.dtype != compute:
         return _LayerNormKeepingInput.apply(x, weight, bias, eps, out_dtype, threshold)
-    y = F.layer_norm(x.to(compute), (width,), None if weight is None else weight.to(compute),
-                     None if bias is None else bias.to(compute), eps)
-    return y.to(out_dtype)
+    y = F.layer_norm(cast(x, compute), (width,), cast(weight, compute), cast(bias, compute), eps)
+    return cast(y, out_dtype)
 
 
 def _use_triton(x: torch.Tensor, threshold: int) -> bool:
@@ -98,9 +97,9 @@ def layer_norm_rows(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     # in float32, as autocast runs F.layer_norm (ATen's CUDA kernels also reject a bf16 input
     # with float32 parameters)
     compute = compute_dtype(x2.dtype)
-    y, mean, rstd = torch.native_layer_norm(x2.to(compute), (x2.shape[1],), weight.to(compute),
-                                            None if bias is None else bias.to(compute), eps)
-    return y.to(out_dtype), mean.view(-1), rstd.view(-1)
+    y, mean, rstd = torch.native_layer_norm(cast(x2, compute), (x2.shape[1],),
+                                            cast(weight, compute), cast(bias, compute), eps)
+    return cast(y, out_dtype), mean.view(-1), rstd.view(-1)
 
 
 def layer_norm_rows_backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor,
@@ -114,11 +113,11 @@ def layer_norm_rows_backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.
     else:
         compute = compute_dtype(x2.dtype)
         dx, dw, db = torch.ops.aten.native_layer_norm_backward(
-            dy2.to(compute), x2.to(compute), (x2.shape[1],), mean.view(-1, 1), rstd.view(-1, 1),
-            weight.to(compute), None if bias is None else bias.to(compute),
+            cast(dy2, compute), cast(x2, compute), (x2.shape[1],), mean.view(-1, 1),
+            rstd.view(-1, 1), cast(weight, compute), cast(bias, compute),
             (True, True, bias is not None))
-        dx = dx.to(x2.dtype)
-    return dx, dw.to(weight.dtype), None if bias is None else db.to(weight.dtype)
+        dx = cast(dx, x2.dtype)
+    return dx, cast(dw, weight.dtype), None if bias is None else cast(db, weight.dtype)
 
 
 class _LayerNormKeepingInput(torch.autograd.Function):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .common import cast
 from .layer_norm import layer_norm_rows, layer_norm_rows_backward
 
 __all__ = ['norm_linear', 'norm_mlp']
@@ -36,10 +37,9 @@ class _NormMlp(torch.autograd.Function):
         if not x2.is_contiguous():
             x2 = x2.contiguous()
         xn, mean, rstd = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)
-        w1c, w2c = w1.to(dtype), w2.to(dtype)
-        h = F.linear(xn, w1c, None if b1 is None else b1.to(dtype))
-        out = F.linear(F.gelu(h, approximate=approximate), w2c,
-                       None if b2 is None else b2.to(dtype))
+        w1c, w2c = cast(w1, dtype), cast(w2, dtype)
+        h = F.linear(xn, w1c, cast(b1, dtype))
+        out = F.linear(F.gelu(h, approximate=approximate), w2c, cast(b2, dtype))
         ctx.save_for_backward(x2, mean, rstd, norm_w, norm_b, w1c, h, w2c)
         ctx.meta = (x.shape, eps, approximate, dtype, b1 is not None, b2 is not None,
                     w1.dtype, w2.dtype, min_triton)
@@ -49,19 +49,19 @@ class _NormMlp(torch.autograd.Function):
     def backward(ctx, grad_out):
         x2, mean, rstd, norm_w, norm_b, w1c, h, w2c = ctx.saved_tensors
         shape, eps, approximate, dtype, has_b1, has_b2, w1_dtype, w2_dtype, min_triton = ctx.meta
-        go = _flat(grad_out).to(dtype)
+        go = cast(_flat(grad_out), dtype)
         need = ctx.needs_input_grad
         # recomputed: GELU's output (fc2's input) and the normalised tokens (fc1's input)
         g = F.gelu(h, approximate=approximate)
-        gw2 = (go.t() @ g).to(w2_dtype) if need[6] else None
-        gb2 = go.sum(0).to(w2_dtype) if has_b2 and need[7] else None
+        gw2 = cast(go.t() @ g, w2_dtype) if need[6] else None
+        gb2 = cast(go.sum(0), w2_dtype) if has_b2 and need[7] else None
         del g
         gh = torch.ops.aten.gelu_backward(go @ w2c, h, approximate=approximate)
-        gb1 = gh.sum(0).to(w1_dtype) if has_b1 and need[5] else None
+        gb1 = cast(gh.sum(0), w1_dtype) if has_b1 and need[5] else None
         gx = gnw = gnb = gw1 = None
         if need[4]:
             xn = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)[0]
-            gw1 = (gh.t() @ xn).to(w1_dtype)
+            gw1 = cast(gh.t() @ xn, w1_dtype)
             del xn
         if need[0] or need[1] or need[2]:
             gx, gnw, gnb = layer_norm_rows_backward(gh @ w1c, x2, norm_w, norm_b, mean, rstd,
@@ -96,8 +96,8 @@ class _NormLinear(torch.autograd.Function):
         if not x2.is_contiguous():
             x2 = x2.contiguous()
         xn, mean, rstd = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)
-        wc = w.to(dtype)
-        out = F.linear(xn, wc, None if b is None else b.to(dtype))
+        wc = cast(w, dtype)
+        out = F.linear(xn, wc, cast(b, dtype))
         ctx.save_for_backward(x2, mean, rstd, norm_w, norm_b, wc)
         ctx.meta = (x.shape, eps, dtype, b is not None, w.dtype, min_triton)
         return out.view(*x.shape[:-1], out.shape[-1])
@@ -106,15 +106,15 @@ class _NormLinear(torch.autograd.Function):
     def backward(ctx, grad_out):
         x2, mean, rstd, norm_w, norm_b, wc = ctx.saved_tensors
         shape, eps, dtype, has_b, w_dtype, min_triton = ctx.meta
-        go = _flat(grad_out).to(dtype)
+        go = cast(_flat(grad_out), dtype)
         need = ctx.needs_input_grad
         gw = gb = gx = gnw = gnb = None
         if need[4]:
             xn = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)[0]  # recomputed
-            gw = (go.t() @ xn).to(w_dtype)
+            gw = cast(go.t() @ xn, w_dtype)
             del xn
         if has_b and need[5]:
-            gb = go.sum(0).to(w_dtype)
+            gb = cast(go.sum(0), w_dtype)
         if need[0] or need[1] or need[2]:
             gx, gnw, gnb = layer_norm_rows_backward(go @ wc, x2, norm_w, norm_b, mean, rstd,
                                                     min_triton)
