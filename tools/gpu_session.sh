@@ -44,6 +44,8 @@
 #                ending in :graph times CUDA-graph replays of the step; results
 #                in ab$AB_TAG.json), and their training-step kernel breakdown
 #   absets       like ab for each '|'-separated model set in $AB_SETS (absetN.json)
+#   graphtest    tests/test_cuda_graph.py on the GPU: graphed training steps (cuda_graph=True)
+#                against eager ones for every family, float32 and bf16
 set -u
 export OUT=${OUT:-/tmp/session_out}
 STEP_FILTER="Warning|warn\(|_warn_once"
@@ -76,6 +78,8 @@ for s in "$@"; do
     BUILD=$! ;;
   check)
     step 200 check_ops python3 tools/gpu_check_ops.py --quick --out "$OUT/check_ops.json" ;;
+  graphtest)
+    step 300 graph_test python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py ;;
   checkln)
     step 60 check_ln python3 tools/gpu_check_ops.py --only lnorm --out "$OUT/check_ln.json" ;;
   checknmlp)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import LoadReport, load_state_dict_checked, read_checkpoint
+from ..cuda_graph import TrainingGraphs
 
 
 def check_arch(arch, arch_settings: dict, family: str) -> dict:
@@ -54,6 +55,9 @@ class DenseBackbone(nn.Module):
             ``init_cfg=dict(type='Pretrained', checkpoint=path)``.
         init_cfg: mmengine-style dict; ``type='Pretrained'`` with ``checkpoint`` (and optional
             ``strict=False`` for an intended partial load) is honoured by :meth:`init_weights`.
+        cuda_graph: run the training forward and backward on CUDA as captured CUDA graphs, one
+            per input signature (:mod:`mmvision_ssm.models.cuda_graph`: what it requires).
+            Host-bound training steps then run at the GPU's speed; inference stays eager.
     """
 
     #: glob patterns of official keys a dense backbone drops (classification head, final norm)
@@ -63,7 +67,8 @@ class DenseBackbone(nn.Module):
     num_stages: int = 4
 
     def __init__(self, out_indices=(0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
-                 pretrained: str | None = None, init_cfg: dict | None = None):
+                 pretrained: str | None = None, init_cfg: dict | None = None,
+                 cuda_graph: bool = False):
         super().__init__()
         family = type(self).__name__
         self.out_indices = check_out_indices(out_indices, self.num_stages, family)
@@ -78,6 +83,8 @@ class DenseBackbone(nn.Module):
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         self.init_cfg = init_cfg
         self.load_report: LoadReport | None = None
+        self.cuda_graph = cuda_graph
+        self._training_graphs = TrainingGraphs() if cuda_graph else None
 
     # --- hooks for the families -------------------------------------------------------------
     def _stem_modules(self) -> Iterable[nn.Module]:
@@ -94,6 +101,10 @@ class DenseBackbone(nn.Module):
 
     # --- shared behaviour -----------------------------------------------------------------
     def _finish_init(self):
+        if self.cuda_graph and any(getattr(m, 'with_cp', False) for m in self.modules()):
+            # checkpointing saves and restores the RNG state, which a graph capture forbids
+            raise ValueError(f'{type(self).__name__}: cuda_graph=True cannot be combined with '
+                             'with_cp=True; set one of them to False')
         self._freeze_stages()
 
     def _frozen_modules(self):
@@ -151,6 +162,14 @@ class DenseBackbone(nn.Module):
         return x.contiguous()
 
     def forward(self, x: torch.Tensor) -> tuple:
+        if (self._training_graphs is not None and self.training and x.is_cuda
+                and torch.is_grad_enabled() and not torch.compiler.is_compiling()):
+            out = self._training_graphs(self, x)
+            if out is not None:
+                return tuple(out)
+        return self.forward_eager(x)
+
+    def forward_eager(self, x: torch.Tensor) -> tuple:
         # contiguous NCHW, whatever layout the family computes in: mmcv's RoIAlign reads the
         # maps' raw memory as NCHW (no stride handling, CPU and CUDA), so channels-last maps --
         # which the FPN's convs pass on -- silently scramble Mask R-CNN's RoI features. The

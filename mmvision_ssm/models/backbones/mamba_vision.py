@@ -260,6 +260,7 @@ class MambaVision(DenseBackbone):
         out_norm: per-output norm, 'ln2d' (channel LayerNorm, as the official detection and
             segmentation backbone) or 'bn'.
         with_cp: activation checkpointing per block (saves memory when training).
+        cuda_graph: graphed training forward/backward (:class:`DenseBackbone`).
         scan_backend: forces a ``mmvision_ssm.ops.selective_scan`` backend (None: dispatcher).
         fused_mlp: train the hybrid blocks' norm + MLP through ``ops.norm_mlp`` (keeps half
             the MLP's activations for backward, recomputes the norm and GELU; same outputs and
@@ -277,9 +278,11 @@ class MambaVision(DenseBackbone):
                  in_chans: int = 3, out_indices=(0, 1, 2, 3), out_norm: str = 'ln2d',
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  scan_backend: str | None = None, fused_mlp: bool = False,
-                 pretrained: str | None = None, init_cfg: dict | None = None):
+                 pretrained: str | None = None, init_cfg: dict | None = None,
+                 cuda_graph: bool = False):
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
-                         norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg)
+                         norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg,
+                         cuda_graph=cuda_graph)
         cfg = self._resolve_arch(arch)
         depths, heads = tuple(cfg['depths']), tuple(cfg['num_heads'])
         window_size = cfg['window_size'] if window_size is None else window_size

@@ -313,6 +313,7 @@ class MLLA(DenseBackbone):
         drop_path_rate: stochastic depth, linear over blocks.
         out_indices, frozen_stages, norm_eval, pretrained, init_cfg: see :class:`DenseBackbone`.
         with_cp: activation checkpointing per block (torch.utils.checkpoint, non-reentrant).
+        cuda_graph: graphed training forward/backward (:class:`DenseBackbone`).
         fused_mlp: train the blocks' norm + MLP through ``ops.norm_mlp`` (keeps half the MLP's
             activations for backward, recomputes the norm and GELU; same outputs and gradients,
             see ``models.layers.pre_norm_mlp``).
@@ -348,9 +349,10 @@ class MLLA(DenseBackbone):
                  out_indices=(0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, fused_mlp: bool = True, fused_attn: bool = True,
                  pretrained: str | None = None,
-                 init_cfg: dict | None = None):
+                 init_cfg: dict | None = None, cuda_graph: bool = False):
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
-                         norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg)
+                         norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg,
+                         cuda_graph=cuda_graph)
         settings = check_arch(arch, self.arch_settings, 'MLLA')
         embed_dims, depths, num_heads = (settings[k] for k in ('embed_dims', 'depths', 'num_heads'))
         if len(depths) != self.num_stages or len(num_heads) != self.num_stages:

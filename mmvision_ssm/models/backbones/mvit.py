@@ -183,7 +183,8 @@ class MViTv2(DenseBackbone):
         window_size: 0 = global pooling attention everywhere (the classification model); > 0 =
             detectron2's hybrid window attention (56 in its MViTv2 detection configs).
         drop_path_rate: stochastic depth, linear over all blocks.
-        frozen_stages, norm_eval, with_cp, pretrained, init_cfg: see :class:`DenseBackbone`.
+        frozen_stages, norm_eval, with_cp, pretrained, init_cfg, cuda_graph: see
+            :class:`DenseBackbone`.
     """
 
     arch_settings = {
@@ -199,14 +200,15 @@ class MViTv2(DenseBackbone):
     def __init__(self, arch='tiny', in_channels: int = 3, pretrain_img_size: int = 224,
                  out_indices=(0, 1, 2, 3), window_size: int = 0, drop_path_rate: float = 0.1,
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 pretrained=None, init_cfg=None):
+                 pretrained=None, init_cfg=None, cuda_graph: bool = False):
         cfg = MultiScaleVitCfg(**check_arch(arch, self.arch_settings, 'MViTv2'))
         if not cfg.expand_attn or cfg.pool_first or cfg.use_cls_token or cfg.use_abs_pos \
                 or cfg.mode != 'conv' or cfg.rel_pos_type != 'spatial':
             raise ValueError('MViTv2: only the T/S/B layout is supported (expand_attn, conv '
                              'pooling, spatial relative positions, no cls token/abs. positions)')
         self.num_stages = len(cfg.depths)
-        super().__init__(out_indices, frozen_stages, norm_eval, pretrained, init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, pretrained, init_cfg,
+                         cuda_graph)
         self.depths = tuple(cfg.depths)
         self.window_size = window_size
         self.with_cp = with_cp

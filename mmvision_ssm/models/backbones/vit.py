@@ -131,6 +131,7 @@ class ViT(DenseBackbone):
             ``dynamic_img_size`` behaviour) instead of plain bicubic (ViTDet, mmseg).
         frozen_stages: -1 nothing; 0 patch/pos embedding; k > 0 also blocks 0..k-1.
         with_cp: activation checkpointing per block.
+        cuda_graph: graphed training forward/backward (:class:`DenseBackbone`).
     """
 
     arch_settings = {
@@ -154,11 +155,12 @@ class ViT(DenseBackbone):
                  drop_path_rate: float = 0.1, init_values: float | None = None,
                  pos_embed_antialias: bool = False, frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False,
-                 pretrained=None, init_cfg=None):
+                 pretrained=None, init_cfg=None, cuda_graph: bool = False):
         settings = check_arch(arch, self.arch_settings, 'ViT')
         depth, embed_dim = settings['depth'], settings['embed_dim']
         self.num_stages = depth  # blocks play the role of stages for out_indices/frozen_stages
-        super().__init__(out_indices, frozen_stages, norm_eval, pretrained, init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, pretrained, init_cfg,
+                         cuda_graph)
         if global_blocks is None:
             global_blocks = settings.get('global_blocks', ())
         global_blocks = {g % depth for g in global_blocks}

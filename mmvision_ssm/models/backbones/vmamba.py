@@ -305,6 +305,7 @@ class VMamba(DenseBackbone):
         in_channels: image channels.
         drop_path_rate: stochastic depth at the last block (None: the arch's value).
         with_cp: activation checkpointing per block (saves memory, recomputes in backward).
+        cuda_graph: graphed training forward/backward (:class:`DenseBackbone`).
         scan_backend: force a scan backend of :mod:`mmvision_ssm.ops` (None: automatic).
         fused_mlp: train the blocks' norm + MLP through ``ops.norm_mlp`` (keeps half the MLP's
             activations for backward; same outputs and gradients, see
@@ -323,11 +324,12 @@ class VMamba(DenseBackbone):
                  drop_path_rate: float | None = None, with_cp: bool = False,
                  frozen_stages: int = -1, norm_eval: bool = False, scan_backend: str | None = None,
                  fused_mlp: bool = True, pretrained: str | None = None,
-                 init_cfg: dict | None = None):
+                 init_cfg: dict | None = None, cuda_graph: bool = False):
         s = _resolve_arch(arch)
         self.num_stages = len(s['depths'])
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
-                         norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg)
+                         norm_eval=norm_eval, pretrained=pretrained, init_cfg=init_cfg,
+                         cuda_graph=cuda_graph)
         self.arch = s
         dims = s['embed_dims']
         if isinstance(dims, int):

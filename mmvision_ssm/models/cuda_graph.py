@@ -1,0 +1,100 @@
+"""CUDA-graphed training forward and backward of a backbone (``cuda_graph=True``).
+
+Eager training steps of these backbones are host-bound on slow CPUs: issuing a VMamba-T step
+at 224^2 b64 took about twice its GPU time on the device machines (docs/benchmarks.md, runs
+X1 and AH). ``torch.cuda.make_graphed_callables`` captures the backbone's forward and its
+backward once per input signature and replays them as two graph launches per step; the rest of
+the model (neck, heads, losses) stays eager. Same kernels, same numerics.
+
+What the caller accepts with it:
+
+* the outputs live in the graph's static buffers: the next training step overwrites them, so
+  nothing may keep them across steps or modify them in place (the detectors and segmentors
+  here only read them within the step);
+* parameters must stay where they are: moving them (``.to()``), replacing them or changing
+  which ones require grad drops the captured graphs (checked every step);
+* each new input signature (shape, dtype, autocast dtype) costs a capture -- three warm-up
+  passes, which also update BatchNorm statistics and draw random numbers -- and memory for the
+  graph's private pool; after ``MAX_GRAPHS`` signatures further ones run eagerly (a fixed
+  training size, as UperNet's crops or classification, graphs once);
+* one process per GPU without ``torch.distributed`` (checked: the capture's warm-up passes
+  compute gradients outside the distributed wrapper's bookkeeping).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+#: input signatures graphed per backbone; further ones run eagerly (each holds its own memory)
+MAX_GRAPHS = 4
+
+
+class _EagerForward(nn.Module):
+    """The backbone's eager forward as a module of its own: ``make_graphed_callables`` replaces
+    the forward of the module it is given and graphs that module's parameters."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x):
+        return self.backbone.forward_eager(x)
+
+
+class TrainingGraphs:
+    """Per-signature graphed training forward+backward of one backbone (see the module
+    docstring). Not copied or pickled with the model: a deep copy (EMA, checkpoint) starts
+    without graphs."""
+
+    def __init__(self, max_graphs: int = MAX_GRAPHS):
+        self.max_graphs = max_graphs
+        self.graphs: dict = {}
+        self._warned = False
+
+    def __deepcopy__(self, memo):
+        return TrainingGraphs(self.max_graphs)
+
+    def __getstate__(self):
+        return {'max_graphs': self.max_graphs}
+
+    def __setstate__(self, state):
+        self.__init__(state['max_graphs'])
+
+    def __call__(self, backbone: nn.Module, x: torch.Tensor):
+        """The outputs of ``backbone``'s training forward through its graph, or None where the
+        step should run eagerly (too many signatures)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            raise RuntimeError(
+                f'{type(backbone).__name__}: cuda_graph=True runs in one process per GPU '
+                'without torch.distributed for now; set cuda_graph=False for distributed '
+                'training')
+        params = tuple((p.data_ptr(), p.requires_grad) for p in backbone.parameters())
+        amp = torch.is_autocast_enabled('cuda')
+        key = (tuple(x.shape), x.dtype, x.device, x.requires_grad, amp,
+               torch.get_autocast_dtype('cuda') if amp else None)
+        entry = self.graphs.get(key)
+        if entry is not None and entry[0] != params:
+            self.graphs.clear()  # parameters moved or were frozen: every graph is stale
+            entry = None
+        if entry is None:
+            if len(self.graphs) >= self.max_graphs:
+                if not self._warned:
+                    warnings.warn(f'{type(backbone).__name__}: cuda_graph=True has graphed '
+                                  f'{self.max_graphs} input signatures; new ones (here '
+                                  f'{tuple(x.shape)}) run eagerly')
+                    self._warned = True
+                return None
+            entry = (params, _capture(backbone, x, amp))
+            self.graphs[key] = entry
+        return entry[1](x)
+
+
+def _capture(backbone: nn.Module, x: torch.Tensor, amp: bool):
+    # autocast's cast cache would hand the capture weight copies freed when the caller's
+    # autocast region ends: make_graphed_callables requires the cache off
+    dtype = torch.get_autocast_dtype('cuda')
+    with torch.autocast('cuda', dtype=dtype, enabled=amp, cache_enabled=False):
+        return torch.cuda.make_graphed_callables(_EagerForward(backbone), (x,),
+                                                 allow_unused_input=True)
