@@ -30,6 +30,13 @@ def cast(t, dtype):
     return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
+def op_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype an op on ``x`` runs in, as autocast would run it: the autocast dtype under
+    autocast on x's device type, else x's own (the fused Functions cast explicitly)."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
 def compute_dtype(dtype):
     """Accumulation dtype: float32, or float64 when the inputs are float64 (the test oracle)."""
     return torch.float64 if dtype == torch.float64 else torch.float32

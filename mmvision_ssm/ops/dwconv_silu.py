@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import cast
+from .common import cast, op_dtype
 
 __all__ = ['dwconv_silu']
 
@@ -54,9 +54,8 @@ def dwconv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """``silu(conv2d(x, weight, bias, padding=padding, groups=C))`` for a depthwise (C, 1, k, k)
     ``weight`` (stride 1), on and to (B, H, W, C) maps; with autograd it keeps only ``x`` (the
     module docstring)."""
-    dev = x.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
         return F.silu(_conv(x.permute(0, 3, 1, 2), weight, bias, padding)).permute(0, 2, 3, 1)
-    with torch.autocast(dev, enabled=False):  # the Function casts explicitly
+    dtype = op_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):  # the Function casts explicitly
         return _DwconvSilu.apply(x, weight, bias, padding, dtype)

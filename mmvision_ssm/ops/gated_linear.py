@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .common import cast, op_dtype
+
 __all__ = ['gated_linear']
 
 
@@ -21,9 +23,9 @@ class _GatedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gate, weight, bias, dtype):
-        wc = weight.to(dtype)
-        xd, gd = x.to(dtype), gate.to(dtype)
-        out = F.linear(xd * F.silu(gd), wc, None if bias is None else bias.to(dtype))
+        wc = cast(weight, dtype)
+        xd, gd = cast(x, dtype), cast(gate, dtype)
+        out = F.linear(xd * F.silu(gd), wc, cast(bias, dtype))
         ctx.save_for_backward(xd, gd, wc)
         ctx.meta = (x.dtype, gate.dtype, weight.dtype, bias is not None)
         return out
@@ -33,20 +35,20 @@ class _GatedLinear(torch.autograd.Function):
         xd, gd, wc = ctx.saved_tensors
         x_dtype, gate_dtype, w_dtype, has_bias = ctx.meta
         need = ctx.needs_input_grad
-        go = grad_out.to(wc.dtype)
+        go = cast(grad_out, wc.dtype)
         go2 = go.reshape(-1, go.shape[-1])
         s = F.silu(gd)                                      # recomputed
         gw = gb = gx = ggate = None
         if need[2]:
-            gw = (go2.t() @ (xd * s).reshape(-1, xd.shape[-1])).to(w_dtype)
+            gw = cast(go2.t() @ (xd * s).reshape(-1, xd.shape[-1]), w_dtype)
         if has_bias and need[3]:
-            gb = go2.sum(0).to(w_dtype)
+            gb = cast(go2.sum(0), w_dtype)
         if need[0] or need[1]:
             gp = go @ wc                                    # d loss / d (x * silu(gate))
             if need[1]:
-                ggate = torch.ops.aten.silu_backward(gp * xd, gd).to(gate_dtype)
+                ggate = cast(torch.ops.aten.silu_backward(gp * xd, gd), gate_dtype)
             if need[0]:
-                gx = gp.mul_(s).to(x_dtype)
+                gx = cast(gp.mul_(s), x_dtype)
         return gx, ggate, gw, gb, None
 
 
@@ -54,10 +56,9 @@ def gated_linear(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
                  bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x * F.silu(gate), weight, bias)`` keeping only ``x`` and ``gate`` for the
     backward (see the module docstring). Without autograd, the plain ops."""
-    dev = x.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     if not (torch.is_grad_enabled() and (x.requires_grad or gate.requires_grad
                                          or weight.requires_grad)):
         return F.linear(x * F.silu(gate), weight, bias)
-    with torch.autocast(dev, enabled=False):  # the Function casts explicitly
+    dtype = op_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):  # the Function casts explicitly
         return _GatedLinear.apply(x, gate, weight, bias, dtype)

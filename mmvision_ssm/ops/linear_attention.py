@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from .common import cast, op_dtype
+
 __all__ = ['apply_rope', 'rope_linear_attention', 'swap_pairs']
 
 
@@ -76,7 +78,7 @@ class _RopeLinearAttention(torch.autograd.Function):
         qk_act, v, kv, denom, cos, sin, cos_k, sin_k, kv_mask, head_sum = ctx.saved_tensors
         b, n, c = v.shape
         heads = head_sum.shape[1]
-        g = grad.to(qk_act.dtype)
+        g = cast(grad, qk_act.dtype)
         q, k = qk_act.chunk(2, dim=-1)
         q_rope = apply_rope(q, cos, sin)
         # result = lepe + out / denom, out = rope(q) kv (recomputed)
@@ -120,9 +122,8 @@ def rope_linear_attention(qk: torch.Tensor, v: torch.Tensor, lepe: torch.Tensor,
     if any(t.requires_grad for t in ctx):
         raise ValueError('rope_linear_attention: the RoPE tables and head masks (ctx) are '
                          'constants; got one that requires grad')
-    dev = qk.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else qk.dtype
+    dtype = op_dtype(qk)
     # one dtype for everything, as autocast would run the ops (casts only where needed: each
     # call costs host time, and these steps are host-bound on slow machines)
-    args = [t if t.dtype == dtype else t.to(dtype) for t in (qk, v, lepe, *ctx)]
+    args = [cast(t, dtype) for t in (qk, v, lepe, *ctx)]
     return _RopeLinearAttention.apply(*args)

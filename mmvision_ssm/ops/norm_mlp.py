@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import cast
+from .common import cast, op_dtype
 from .layer_norm import layer_norm_rows, layer_norm_rows_backward
 
 __all__ = ['norm_linear', 'norm_mlp']
@@ -29,14 +29,26 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1])
 
 
+def _norm_rows(x, norm_w, norm_b, eps, dtype, min_triton):
+    """(x's rows as a contiguous (M, C) tensor, the normalised rows in ``dtype``, mean, rstd):
+    what both Functions' forwards start with and keep (but the normalised rows)."""
+    x2 = _flat(x)
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    return (x2, *layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton))
+
+
+def _norm_input_grads(g_xn, x2, norm_w, norm_b, mean, rstd, min_triton, shape):
+    """(d x in ``shape``, d norm weight, d norm bias) from the gradient of the normalised rows."""
+    gx, gnw, gnb = layer_norm_rows_backward(g_xn, x2, norm_w, norm_b, mean, rstd, min_triton)
+    return gx.view(shape), gnw, gnb
+
+
 class _NormMlp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, norm_w, norm_b, eps, w1, b1, w2, b2, approximate, dtype, min_triton):
-        x2 = _flat(x)
-        if not x2.is_contiguous():
-            x2 = x2.contiguous()
-        xn, mean, rstd = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)
+        x2, xn, mean, rstd = _norm_rows(x, norm_w, norm_b, eps, dtype, min_triton)
         w1c, w2c = cast(w1, dtype), cast(w2, dtype)
         h = F.linear(xn, w1c, cast(b1, dtype))
         out = F.linear(F.gelu(h, approximate=approximate), w2c, cast(b2, dtype))
@@ -64,9 +76,8 @@ class _NormMlp(torch.autograd.Function):
             gw1 = cast(gh.t() @ xn, w1_dtype)
             del xn
         if need[0] or need[1] or need[2]:
-            gx, gnw, gnb = layer_norm_rows_backward(gh @ w1c, x2, norm_w, norm_b, mean, rstd,
-                                                    min_triton)
-            gx = gx.view(shape)
+            gx, gnw, gnb = _norm_input_grads(gh @ w1c, x2, norm_w, norm_b, mean, rstd,
+                                             min_triton, shape)
         return gx, gnw, gnb, None, gw1, gb1, gw2, gb2, None, None, None
 
 
@@ -82,7 +93,7 @@ def norm_mlp(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor
     ``min_triton_numel``: the norm's ``min_triton_numel_grad`` (``ops.layer_norm``).
     """
     dev = x.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    dtype = op_dtype(x)
     with torch.autocast(dev, enabled=False):  # the Function casts explicitly
         return _NormMlp.apply(x, norm_weight, norm_bias, eps, fc1_weight, fc1_bias,
                               fc2_weight, fc2_bias, approximate, dtype, min_triton_numel)
@@ -92,10 +103,7 @@ class _NormLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, norm_w, norm_b, eps, w, b, dtype, min_triton):
-        x2 = _flat(x)
-        if not x2.is_contiguous():
-            x2 = x2.contiguous()
-        xn, mean, rstd = layer_norm_rows(x2, norm_w, norm_b, eps, dtype, min_triton)
+        x2, xn, mean, rstd = _norm_rows(x, norm_w, norm_b, eps, dtype, min_triton)
         wc = cast(w, dtype)
         out = F.linear(xn, wc, cast(b, dtype))
         ctx.save_for_backward(x2, mean, rstd, norm_w, norm_b, wc)
@@ -116,9 +124,8 @@ class _NormLinear(torch.autograd.Function):
         if has_b and need[5]:
             gb = cast(go.sum(0), w_dtype)
         if need[0] or need[1] or need[2]:
-            gx, gnw, gnb = layer_norm_rows_backward(go @ wc, x2, norm_w, norm_b, mean, rstd,
-                                                    min_triton)
-            gx = gx.view(shape)
+            gx, gnw, gnb = _norm_input_grads(go @ wc, x2, norm_w, norm_b, mean, rstd,
+                                             min_triton, shape)
         return gx, gnw, gnb, None, gw, gb, None, None
 
 
@@ -129,7 +136,7 @@ def norm_linear(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Ten
     statistics for the backward (the normalised tokens are recomputed there). Dtypes as
     :func:`norm_mlp`."""
     dev = x.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    dtype = op_dtype(x)
     with torch.autocast(dev, enabled=False):  # the Function casts explicitly
         return _NormLinear.apply(x, norm_weight, norm_bias, eps, weight, bias, dtype,
                                  min_triton_numel)

@@ -47,7 +47,7 @@ import threading
 import torch
 from torch.autograd.function import once_differentiable
 
-from .common import as_grouped, check_scan_inputs, compute_dtype
+from .common import as_grouped, cdiv, check_scan_inputs, compute_dtype
 
 LOG2E = 1.4426950408889634
 # channels per block of the time-major layout (see _channel_block)
@@ -78,7 +78,7 @@ def _chunking(L, state_numel):
     best = (STEP_COST * L, L, 1)  # one chunk: L steps, no carry, no fix-up
     T = max(1, math.isqrt(L))
     for t in {T, T + 1, 2 * T, max(1, T // 2)}:
-        nc = -(-L // t)
+        nc = cdiv(L, t)
         if nc == 1:
             continue
         cost = STEP_COST * (2 * t + nc) + CHUNK_EXTRA_PASSES * state_numel
