@@ -42,7 +42,8 @@
 #                by tools/export_revision.sh, .snap carried) side by side, alternating
 #                ($AB_ROUNDS rounds; $AB_CASES, default 224^2 infer b128 + train b64, a case
 #                ending in :graph times CUDA-graph replays of the step; results
-#                in ab$AB_TAG.json), and their training-step kernel breakdown
+#                in ab$AB_TAG.json), and their kernel breakdown ($PROF_MODES: train and/or
+#                infer; $PROF_TOP kernels printed)
 #   absets       like ab for each '|'-separated model set in $AB_SETS (absetN.json)
 #   graphtest    tests/test_cuda_graph.py on the GPU: graphed training steps (cuda_graph=True)
 #                against eager ones for every family, float32 and bf16
@@ -228,9 +229,14 @@ PY
         ${AB_CASES:---case infer:128:224x224 --case train:64:224x224} \
         --rounds ${AB_ROUNDS:-2} ${AB_ARGS:-} --out "$OUT/abset$i.json"
     done ;;
-  profab)  # kernel breakdown of the same models, training step
-    step 150 profile_ab python3 tools/profile_backbone.py --model ${AB_MODELS:?set AB_MODELS} \
-      --mode train --batch 64 --out "$OUT/profile_ab.json" --top 12 ;;
+  profab)  # kernel breakdown of the same models, per mode in $PROF_MODES (default train b64;
+           # infer runs b128)
+    if [[ "${AB_MODELS:?set AB_MODELS}" == *official* ]]; then wait_build || continue; fi
+    for mode in ${PROF_MODES:-train}; do
+      step 150 "profile_ab_$mode" python3 tools/profile_backbone.py --model $AB_MODELS \
+        --mode $mode --batch $([[ $mode == train ]] && echo 64 || echo 128) \
+        --out "$OUT/profile_ab_$mode.json" --top ${PROF_TOP:-12}
+    done ;;
   *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done
