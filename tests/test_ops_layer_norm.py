@@ -127,10 +127,63 @@ SCRIPT = textwrap.dedent('''
     assert y.dtype == torch.bfloat16
     yr = F.layer_norm(x.bfloat16().float(), (96,), w, b, 1e-5)
     worst['bf16 y'] = float((y.float() - yr).norm() / yr.norm())
+    # channels-last map in, contiguous NCHW out (a backbone's output norm, no autograd):
+    # several pixel blocks per image, a partial last block, padded channels, both dtypes
+    from mmvision_ssm.ops.layer_norm_triton import ln_forward_nchw
+    for (bsz, h, w_, C), out_dtype in [((2, 5, 7, 96), torch.float32),
+                                       ((3, 9, 4, 13), torch.bfloat16), ((1, 1, 1, 8), torch.float32)]:
+        x = torch.randn(bsz, h, w_, C, generator=g) * 2 + 0.5
+        w, b = torch.randn(C, generator=g), torch.randn(C, generator=g)
+        y = ln_forward_nchw(x, w, b, 1e-5, out_dtype)
+        assert y.shape == (bsz, C, h, w_) and y.is_contiguous() and y.dtype == out_dtype
+        yr = F.layer_norm(x.double(), (C,), w.double(), b.double(), 1e-5).permute(0, 3, 1, 2)
+        tag = 'bf16 ' if out_dtype == torch.bfloat16 else ''
+        worst[f'{tag}nchw {bsz}x{h}x{w_}x{C}'] = float((y.double() - yr).norm() / yr.norm())
+    # a per-channel input bias (the preceding conv's), added inside the forward kernel
+    from mmvision_ssm.ops.layer_norm_triton import ln_forward
+    x = torch.randn(2, 6, 5, 48, generator=g)
+    ib, w, b = (torch.randn(48, generator=g) for _ in range(3))
+    for out_dtype in (torch.float32, torch.bfloat16):
+        y = ln_forward(x.to(out_dtype), w, b, 1e-5, out_dtype, ib)[0]
+        xr = x.to(out_dtype).double() + ib.double()
+        yr = F.layer_norm(xr, (48,), w.double(), b.double(), 1e-5)
+        worst[f'{"bf16 " if out_dtype == torch.bfloat16 else ""}input bias'] = float(
+            (y.double() - yr).norm() / yr.norm())
     bad = {k: v for k, v in worst.items() if v > (1e-2 if 'bf16' in k else 1e-5)}
     print('worst', max(worst.values()), 'bad', bad)
     assert not bad, bad
 ''')
+
+
+def test_nchw_output_matches_the_permuted_norm_on_the_torch_path():
+    # CPU (the Triton kernel runs in the interpreter test above): the same values as the norm
+    # followed by a permuting copy, as a contiguous NCHW map, with autograd too
+    from mmvision_ssm.ops.layer_norm import layer_norm_nchw
+    g = torch.Generator().manual_seed(2)
+    norm = LayerNorm(24, eps=1e-6)
+    torch.nn.init.normal_(norm.weight, generator=g)
+    x = torch.randn(2, 5, 3, 24, generator=g, requires_grad=True)
+    y = norm.forward_nchw(x)
+    assert y.shape == (2, 24, 5, 3) and y.is_contiguous()
+    torch.testing.assert_close(y, norm(x).permute(0, 3, 1, 2))
+    y.sum().backward()
+    assert x.grad is not None and norm.weight.grad is not None
+    with pytest.raises(ValueError, match='layer_norm_nchw expects a'):
+        layer_norm_nchw(x[0], norm.weight, norm.bias)
+
+
+def test_input_bias_is_added_before_the_norm():
+    g = torch.Generator().manual_seed(3)
+    x, ib, w, b = (torch.randn(*s, generator=g) for s in ((2, 4, 3, 16), (16,), (16,), (16,)))
+    want = F.layer_norm(x + ib, (16,), w, b, 1e-5)
+    torch.testing.assert_close(layer_norm(x, w, b, 1e-5, input_bias=ib), want)
+    # with autograd the bias gets its gradient (the sum of the input's)
+    ib.requires_grad_()
+    y = layer_norm(x, w, b, 1e-5, input_bias=ib)
+    (y * x).sum().backward()
+    xr, ibr = x.clone().requires_grad_(), ib.detach().clone().requires_grad_()
+    (F.layer_norm(xr + ibr, (16,), w, b, 1e-5) * x).sum().backward()
+    torch.testing.assert_close(ib.grad, ibr.grad)
 
 
 def test_triton_kernels_in_interpreter():

@@ -95,6 +95,24 @@ def test_outputs_do_not_depend_on_later_stages():
         torch.testing.assert_close(part(x)[0], full(x)[1])
 
 
+def test_inference_path_matches_autograd_path():
+    # without autograd the convs' biases go into the following norms and the output norms
+    # write NCHW themselves: the same maps as the autograd path, contiguous NCHW
+    torch.manual_seed(0)
+    model = VMamba(SMALL_V2).eval()
+    for m in model.modules():  # non-zero conv biases and norm affines (init leaves them 0 / 1)
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.LayerNorm)) and m.bias is not None:
+            torch.nn.init.normal_(m.bias, std=0.5)
+    x = torch.randn(2, 3, 45, 38)
+    with torch.no_grad():
+        fast = model(x)
+    slow = model(x)
+    assert len(fast) == len(slow) == 4
+    for f, s in zip(fast, slow):
+        assert f.is_contiguous() and f.shape == s.shape
+        torch.testing.assert_close(f, s.detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_frozen_stages_and_norm_eval():
     model = VMamba(SMALL_V2, frozen_stages=2, norm_eval=True, drop_path_rate=0.3)
     model.train()

@@ -167,6 +167,38 @@ def check_layer_norm(case, dtype, gen):
     return _errs(got, want)
 
 
+LN_NCHW_CASES = [(2, 56, 56, 96), (3, 7, 9, 768), (1, 5, 3, 13)]  # (b, h, w, C)
+
+
+def check_layer_norm_nchw(case, dtype, gen):
+    """The channels-last-in, NCHW-out forward kernel (a backbone's output norm) against
+    F.layer_norm in float64, permuted: the values and the contiguous NCHW layout."""
+    import torch.nn.functional as F
+    from mmvision_ssm.ops.layer_norm_triton import ln_forward_nchw
+    b, h, w_, C = case
+    x = (torch.randn(b, h, w_, C, generator=gen, dtype=torch.float64) * 2 + 0.5).to(dtype)
+    w, bias = (torch.randn(C, generator=gen, dtype=torch.float64) for _ in range(2))
+    want = F.layer_norm(x.double(), (C,), w, bias, 1e-5).permute(0, 3, 1, 2).cuda()
+    got = ln_forward_nchw(x.cuda(), w.float().cuda(), bias.float().cuda(), 1e-5, dtype)
+    if got.shape != want.shape or not got.is_contiguous():
+        return {'error': f'got {tuple(got.shape)} contiguous={got.is_contiguous()}'}
+    return {'out0': rel_err(got, want, float(want.pow(2).mean().sqrt()))}
+
+
+def check_layer_norm_input_bias(case, dtype, gen):
+    """The forward kernel with a per-channel input bias (a conv's bias folded into the norm
+    after it, inference only) against F.layer_norm(x + bias) in float64."""
+    import torch.nn.functional as F
+    from mmvision_ssm.ops.layer_norm_triton import ln_forward
+    M, C = case
+    x = (torch.randn(M, C, generator=gen, dtype=torch.float64) * 2 + 0.5).to(dtype)
+    ib, w, b = (torch.randn(C, generator=gen, dtype=torch.float64) for _ in range(3))
+    want = F.layer_norm(x.double() + ib, (C,), w, b, 1e-5).cuda()
+    got = ln_forward(x.cuda(), w.float().cuda(), b.float().cuda(), 1e-5, dtype,
+                     ib.float().cuda())[0]
+    return {'out0': rel_err(got, want, float(want.pow(2).mean().sqrt()))}
+
+
 NORM_MLP_CASES = [(37, 96, 384), (6272, 96, 384), (300, 768, 3072)]  # (rows, width, hidden)
 
 
@@ -253,6 +285,14 @@ def main():
     for case in LN_CASES if args.only in (None, 'lnorm') else []:
         for dtype in (torch.float32, torch.bfloat16):
             record('lnorm', case, dtype, 'triton', lambda: check_layer_norm(case, dtype, gen))
+    for case in LN_NCHW_CASES if args.only in (None, 'lnorm') else []:
+        for dtype in (torch.float32, torch.bfloat16):
+            record('lnchw', case, dtype, 'triton',
+                   lambda: check_layer_norm_nchw(case, dtype, gen))
+    for case in LN_CASES[:3] if args.only in (None, 'lnorm') else []:
+        for dtype in (torch.float32, torch.bfloat16):
+            record('lnxb', case, dtype, 'triton',
+                   lambda: check_layer_norm_input_bias(case, dtype, gen))
     for case in NORM_MLP_CASES if args.only in (None, 'normmlp') else []:
         for dtype in (torch.float32, torch.bfloat16):
             record('nmlp', case, dtype, 'triton', lambda: check_norm_mlp(case, dtype, gen))

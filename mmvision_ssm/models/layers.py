@@ -5,7 +5,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from ..ops.layer_norm import layer_norm, output_dtype
+from ..ops.layer_norm import layer_norm, layer_norm_nchw, output_dtype
 from ..ops.norm_mlp import norm_mlp
 
 
@@ -47,10 +47,18 @@ class LayerNorm(nn.LayerNorm):
         self.min_triton_numel = min_triton_numel
         self.min_triton_numel_grad = min_triton_numel_grad
 
-    def forward(self, x):
+    def forward(self, x, input_bias=None):
+        """``input_bias``: a per-channel bias to add to x first (see :func:`layer_norm`)."""
         return layer_norm(x, self.weight, self.bias, self.eps,
                           output_dtype(x, self.low_precision_output), self.min_triton_numel,
-                          self.min_triton_numel_grad)
+                          self.min_triton_numel_grad, input_bias)
+
+    def forward_nchw(self, x):
+        """The norm of a channels-last map (b, h, w, C) as a contiguous (b, C, h, w) map (for
+        a backbone's outputs: one pass where the norm and a permuting copy would take two)."""
+        return layer_norm_nchw(x, self.weight, self.bias, self.eps,
+                               output_dtype(x, self.low_precision_output), self.min_triton_numel,
+                               self.min_triton_numel_grad)
 
 
 def pre_norm_mlp(norm: nn.LayerNorm, mlp: nn.Module, x: torch.Tensor,

@@ -50,9 +50,13 @@ def output_dtype(x: torch.Tensor, low_precision_output: bool) -> torch.dtype:
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                eps: float = 1e-5, out_dtype: torch.dtype | None = None,
                min_triton_numel: int | None = None,
-               min_triton_numel_grad: int | None = None) -> torch.Tensor:
+               min_triton_numel_grad: int | None = None,
+               input_bias: torch.Tensor | None = None) -> torch.Tensor:
     """LayerNorm of ``x`` over its last dim with affine ``weight``/``bias``, computed in fp32
     (float64 for float64 input), returned in ``out_dtype`` (default: x's dtype).
+    ``input_bias`` (C,): added to x first -- the bias of the conv that produced x, which the
+    kernel adds without autograd (ATen's cuDNN convolution adds it in a separate pass over
+    the map); with autograd, or on the ATen path, it is added before the norm.
     Which kernels run (CUDA): inputs of ``MIN_TRITON_NUMEL`` elements (no autograd) and
     ``MIN_TRITON_NUMEL_GRAD`` (autograd) use the Triton kernels, smaller ones ATen.
     ``min_triton_numel`` / ``min_triton_numel_grad`` replace them for callers known to be
@@ -60,12 +64,19 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     out_dtype = out_dtype or x.dtype
     width = x.shape[-1]
     grad = torch.is_grad_enabled() and (
-        x.requires_grad or (weight is not None and weight.requires_grad))
+        x.requires_grad or (weight is not None and weight.requires_grad)
+        or (input_bias is not None and input_bias.requires_grad))
     if grad:
         threshold = MIN_TRITON_NUMEL_GRAD if min_triton_numel_grad is None else min_triton_numel_grad
     else:
         threshold = MIN_TRITON_NUMEL if min_triton_numel is None else min_triton_numel
-    if weight is not None and _use_triton(x, threshold):
+    triton = weight is not None and _use_triton(x, threshold)
+    if input_bias is not None:
+        if triton and not grad:
+            from .layer_norm_triton import ln_forward
+            return ln_forward(x.contiguous(), weight, bias, eps, out_dtype, input_bias)[0]
+        x = x + cast(input_bias, x.dtype)  # as the conv's own bias add would
+    if triton:
         from .layer_norm_triton import layer_norm_triton
         return layer_norm_triton(x, weight, bias, eps, out_dtype)
     # in float32 (autocast would do the same: layer_norm is on its float32 list)
@@ -74,6 +85,27 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         return _LayerNormKeepingInput.apply(x, weight, bias, eps, out_dtype, threshold)
     y = F.layer_norm(cast(x, compute), (width,), cast(weight, compute), cast(bias, compute), eps)
     return cast(y, out_dtype)
+
+
+def layer_norm_nchw(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    eps: float = 1e-5, out_dtype: torch.dtype | None = None,
+                    min_triton_numel: int | None = None,
+                    min_triton_numel_grad: int | None = None) -> torch.Tensor:
+    """:func:`layer_norm` of a channels-last map ``x`` (b, h, w, C), returned as a contiguous
+    (b, C, h, w) map: a backbone's output as detection/segmentation heads need it. Without
+    autograd, on the Triton path, the kernel stores NCHW directly -- no separate permuting
+    copy (at 224^2 b128 VMamba-T's four output copies took 3 % of its GPU time, run AO)."""
+    if x.dim() != 4:
+        raise ValueError(f'layer_norm_nchw expects a (b, h, w, C) map, got shape '
+                         f'{tuple(x.shape)}')
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or (weight is not None and weight.requires_grad))
+    threshold = MIN_TRITON_NUMEL if min_triton_numel is None else min_triton_numel
+    if not grad and weight is not None and _use_triton(x, threshold):
+        from .layer_norm_triton import ln_forward_nchw
+        return ln_forward_nchw(x.contiguous(), weight, bias, eps, out_dtype or x.dtype)
+    y = layer_norm(x, weight, bias, eps, out_dtype, min_triton_numel, min_triton_numel_grad)
+    return y.permute(0, 3, 1, 2).contiguous()
 
 
 def _use_triton(x: torch.Tensor, threshold: int) -> bool:

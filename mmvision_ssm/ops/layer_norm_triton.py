@@ -16,14 +16,17 @@ TILE = 4096
 
 
 @triton.jit
-def _ln_fwd_kernel(X, W, Bias, Y, Mean, Rstd, M, C, eps,
+def _ln_fwd_kernel(X, XBias, W, Bias, Y, Mean, Rstd, M, C, eps, HAS_XBIAS: tl.constexpr,
                    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """XBias (HAS_XBIAS): a per-channel bias added to the input first (the preceding conv's)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_C)
     rmask, cmask = rows < M, cols < C
     m2 = rmask[:, None] & cmask[None, :]
     off = rows[:, None] * C + cols[None, :]
     x = tl.load(X + off, mask=m2, other=0.0).to(tl.float32)
+    if HAS_XBIAS:
+        x += tl.load(XBias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     mean = tl.sum(x, 1) / C
     xc = tl.where(m2, x - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / C + eps)
@@ -34,6 +37,31 @@ def _ln_fwd_kernel(X, W, Bias, Y, Mean, Rstd, M, C, eps,
     tl.store(Y + off, y.to(Y.dtype.element_ty), mask=m2)
     tl.store(Mean + rows, mean, mask=rmask)
     tl.store(Rstd + rows, rstd, mask=rmask)
+
+
+@triton.jit
+def _ln_fwd_nchw_kernel(X, W, Bias, Y, HW, C, eps,
+                        HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The forward without statistics, written as a contiguous (b, C, h, w) map: a program
+    normalises BLOCK_M pixels of one image (grid axis 1), so its stores run along the pixels
+    of each channel plane (the copy a channels-last output would need afterwards is the
+    store itself)."""
+    img = tl.program_id(1).to(tl.int64)
+    pix = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_C)
+    pmask, cmask = pix < HW, cols < C
+    m2 = pmask[:, None] & cmask[None, :]
+    x = tl.load(X + (img * HW + pix[:, None]) * C + cols[None, :], mask=m2,
+                other=0.0).to(tl.float32)
+    mean = tl.sum(x, 1) / C
+    xc = tl.where(m2, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / C + eps)
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+    y = xc * rstd[:, None] * w[None, :]
+    if HAS_BIAS:
+        y += tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    tl.store(Y + img * C * HW + cols[None, :] * HW + pix[:, None], y.to(Y.dtype.element_ty),
+             mask=m2)
 
 
 @triton.jit
@@ -75,18 +103,34 @@ def _blocks(C):
     return block_m, block_c, warps
 
 
-def ln_forward(x, weight, bias, eps, out_dtype):
-    """(y, mean, rstd) of the rows of the contiguous ``x`` (..., C): y in ``out_dtype`` and x's
-    shape, the statistics fp32 (one per row)."""
+def ln_forward(x, weight, bias, eps, out_dtype, input_bias=None):
+    """(y, mean, rstd) of the rows of the contiguous ``x`` (..., C) -- plus ``input_bias`` (C,)
+    when given -- y in ``out_dtype`` and x's shape, the statistics fp32 (one per row)."""
     C = x.shape[-1]
     M = x.numel() // C
     y = torch.empty(x.shape, device=x.device, dtype=out_dtype)
     mean, rstd = torch.empty(2, M, device=x.device, dtype=torch.float32)  # one allocation
     block_m, block_c, warps = _blocks(C)
     _ln_fwd_kernel[(cdiv(M, block_m),)](
-        x, weight, bias if bias is not None else weight, y, mean, rstd, M, C, eps,
-        HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+        x, input_bias if input_bias is not None else weight, weight,
+        bias if bias is not None else weight, y, mean, rstd, M, C, eps,
+        HAS_XBIAS=input_bias is not None, HAS_BIAS=bias is not None, BLOCK_M=block_m,
+        BLOCK_C=block_c, num_warps=warps)
     return y, mean, rstd
+
+
+def ln_forward_nchw(x, weight, bias, eps, out_dtype):
+    """LayerNorm of the channels-last map ``x`` (b, h, w, C), contiguous, returned as a
+    contiguous (b, C, h, w) map in ``out_dtype`` (no autograd)."""
+    b, h, w, C = x.shape
+    y = torch.empty((b, C, h, w), device=x.device, dtype=out_dtype)
+    block_m, block_c, _ = _blocks(C)
+    block_m = max(block_m, 16)  # >= 16 pixels per channel plane: stores of whole sectors
+    warps = 4 if block_c * block_m <= 4096 else 8
+    _ln_fwd_nchw_kernel[(cdiv(h * w, block_m), b)](
+        x, weight, bias if bias is not None else weight, y, h * w, C, eps,
+        HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+    return y
 
 
 def ln_backward(dy, x, weight, mean, rstd, need_weight_grads=True):
