@@ -39,6 +39,27 @@ def test_cpu_and_inference_run_eagerly():
     assert graphed._training_graphs.graphs == {}
 
 
+def test_graphed_backbones_take_the_triton_norms_earlier():
+    # replayed graphs have no host cost, so the LayerNorms without a threshold of their own
+    # take the (GPU-faster) Triton kernels from GRAPHED_LN_MIN_TRITON_NUMEL_GRAD; eager
+    # backbones keep the default, and norms with their own threshold (MLLA's blocks) keep it
+    from mmvision_ssm.models.cuda_graph import GRAPHED_LN_MIN_TRITON_NUMEL_GRAD
+    from mmvision_ssm.models.layers import LayerNorm
+
+    def thresholds(model):
+        return {n: m.min_triton_numel_grad for n, m in model.named_modules()
+                if isinstance(m, LayerNorm)}
+    small = dict(embed_dims=16, depths=(1, 1, 2, 1))
+    graphed, eager = thresholds(VMamba(small, cuda_graph=True)), thresholds(VMamba(small))
+    assert graphed.keys() == eager.keys() and len(graphed) > 4
+    assert set(graphed.values()) == {GRAPHED_LN_MIN_TRITON_NUMEL_GRAD}
+    assert set(eager.values()) == {None}
+    mlla, mlla_graphed = thresholds(MLLA('tiny')), thresholds(MLLA('tiny', cuda_graph=True))
+    own = {n: t for n, t in mlla.items() if t is not None}
+    assert own and all(mlla_graphed[n] == t for n, t in own.items())
+    assert all(mlla_graphed[n] == GRAPHED_LN_MIN_TRITON_NUMEL_GRAD for n in mlla if n not in own)
+
+
 def test_copies_start_without_graphs():
     m = VMamba('tiny', cuda_graph=True)
     m._training_graphs.graphs['sentinel'] = object()

@@ -29,6 +29,13 @@ from torch import nn
 
 #: input signatures graphed per backbone; further ones run eagerly (each holds its own memory)
 MAX_GRAPHS = 4
+#: a graphed backbone's LayerNorms (``models.layers.LayerNorm`` without a threshold of their
+#: own) run the Triton kernels with autograd from this many elements. The eager default
+#: (``ops.layer_norm.MIN_TRITON_NUMEL_GRAD``) is high because the kernels' Python costs more
+#: host time than ATen's norm, and eager steps are host-bound on slow CPUs; replayed graphs
+#: have no host cost, and the kernels take less GPU time (VMamba-T's graphed step +13.8 % with
+#: them from 1 M elements, run AF)
+GRAPHED_LN_MIN_TRITON_NUMEL_GRAD = 1 << 20
 
 
 class _EagerForward(nn.Module):

@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import LoadReport, load_state_dict_checked, read_checkpoint
-from ..cuda_graph import TrainingGraphs
+from ..cuda_graph import GRAPHED_LN_MIN_TRITON_NUMEL_GRAD, TrainingGraphs
+from ..layers import LayerNorm
 
 
 def check_arch(arch, arch_settings: dict, family: str) -> dict:
@@ -58,6 +59,8 @@ class DenseBackbone(nn.Module):
         cuda_graph: run the training forward and backward on CUDA as captured CUDA graphs, one
             per input signature (:mod:`mmvision_ssm.models.cuda_graph`: what it requires).
             Host-bound training steps then run at the GPU's speed; inference stays eager.
+            The LayerNorms then take the Triton kernels from a lower size
+            (``GRAPHED_LN_MIN_TRITON_NUMEL_GRAD``): without host cost they are the faster.
     """
 
     #: glob patterns of official keys a dense backbone drops (classification head, final norm)
@@ -105,6 +108,10 @@ class DenseBackbone(nn.Module):
             # checkpointing saves and restores the RNG state, which a graph capture forbids
             raise ValueError(f'{type(self).__name__}: cuda_graph=True cannot be combined with '
                              'with_cp=True; set one of them to False')
+        if self.cuda_graph:
+            for m in self.modules():
+                if isinstance(m, LayerNorm) and m.min_triton_numel_grad is None:
+                    m.min_triton_numel_grad = GRAPHED_LN_MIN_TRITON_NUMEL_GRAD
         self._freeze_stages()
 
     def _frozen_modules(self):
