@@ -63,9 +63,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     GPU-bound at smaller sizes."""
     out_dtype = out_dtype or x.dtype
     width = x.shape[-1]
-    grad = torch.is_grad_enabled() and (
-        x.requires_grad or (weight is not None and weight.requires_grad)
-        or (input_bias is not None and input_bias.requires_grad))
+    grad = _records_grad(x, weight, input_bias)
     if grad:
         threshold = MIN_TRITON_NUMEL_GRAD if min_triton_numel_grad is None else min_triton_numel_grad
     else:
@@ -98,14 +96,17 @@ def layer_norm_nchw(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     if x.dim() != 4:
         raise ValueError(f'layer_norm_nchw expects a (b, h, w, C) map, got shape '
                          f'{tuple(x.shape)}')
-    grad = torch.is_grad_enabled() and (
-        x.requires_grad or (weight is not None and weight.requires_grad))
     threshold = MIN_TRITON_NUMEL if min_triton_numel is None else min_triton_numel
-    if not grad and weight is not None and _use_triton(x, threshold):
+    if not _records_grad(x, weight) and weight is not None and _use_triton(x, threshold):
         from .layer_norm_triton import ln_forward_nchw
         return ln_forward_nchw(x.contiguous(), weight, bias, eps, out_dtype or x.dtype)
     y = layer_norm(x, weight, bias, eps, out_dtype, min_triton_numel, min_triton_numel_grad)
     return y.permute(0, 3, 1, 2).contiguous()
+
+
+def _records_grad(*tensors) -> bool:
+    """Whether autograd records an op on these tensors (None entries ignored)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _use_triton(x: torch.Tensor, threshold: int) -> bool:

@@ -16,6 +16,19 @@ TILE = 4096
 
 
 @triton.jit
+def _normalize(x, m2, cols, cmask, C, W, Bias, eps, HAS_BIAS: tl.constexpr):
+    """(y, mean, rstd) of the fp32 rows of a (rows, BLOCK_C) tile (``m2``: valid entries)."""
+    mean = tl.sum(x, 1) / C
+    xc = tl.where(m2, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / C + eps)
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+    y = xc * rstd[:, None] * w[None, :]
+    if HAS_BIAS:
+        y += tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    return y, mean, rstd
+
+
+@triton.jit
 def _ln_fwd_kernel(X, XBias, W, Bias, Y, Mean, Rstd, M, C, eps, HAS_XBIAS: tl.constexpr,
                    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """XBias (HAS_XBIAS): a per-channel bias added to the input first (the preceding conv's)."""
@@ -27,13 +40,7 @@ def _ln_fwd_kernel(X, XBias, W, Bias, Y, Mean, Rstd, M, C, eps, HAS_XBIAS: tl.co
     x = tl.load(X + off, mask=m2, other=0.0).to(tl.float32)
     if HAS_XBIAS:
         x += tl.load(XBias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-    mean = tl.sum(x, 1) / C
-    xc = tl.where(m2, x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / C + eps)
-    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
-    y = xc * rstd[:, None] * w[None, :]
-    if HAS_BIAS:
-        y += tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    y, mean, rstd = _normalize(x, m2, cols, cmask, C, W, Bias, eps, HAS_BIAS)
     tl.store(Y + off, y.to(Y.dtype.element_ty), mask=m2)
     tl.store(Mean + rows, mean, mask=rmask)
     tl.store(Rstd + rows, rstd, mask=rmask)
@@ -53,13 +60,7 @@ def _ln_fwd_nchw_kernel(X, W, Bias, Y, HW, C, eps,
     m2 = pmask[:, None] & cmask[None, :]
     x = tl.load(X + (img * HW + pix[:, None]) * C + cols[None, :], mask=m2,
                 other=0.0).to(tl.float32)
-    mean = tl.sum(x, 1) / C
-    xc = tl.where(m2, x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / C + eps)
-    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
-    y = xc * rstd[:, None] * w[None, :]
-    if HAS_BIAS:
-        y += tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    y, _, _ = _normalize(x, m2, cols, cmask, C, W, Bias, eps, HAS_BIAS)
     tl.store(Y + img * C * HW + cols[None, :] * HW + pix[:, None], y.to(Y.dtype.element_ty),
              mask=m2)
 
