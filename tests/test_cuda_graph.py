@@ -36,7 +36,7 @@ def test_cpu_and_inference_run_eagerly():
         graphed.train(mode), eager.train(mode)
         for a, b in zip(graphed(x), eager(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert graphed._training_graphs.graphs == {}
+    assert graphed._training_graphs.graphs == {} and graphed._inference_graphs.graphs == {}
 
 
 def test_graphed_backbones_take_the_triton_norms_earlier():
@@ -62,10 +62,13 @@ def test_graphed_backbones_take_the_triton_norms_earlier():
 
 def test_copies_start_without_graphs():
     m = VMamba('tiny', cuda_graph=True)
-    m._training_graphs.graphs['sentinel'] = object()
+    for graphs in (m._training_graphs, m._inference_graphs):
+        graphs.graphs['sentinel'] = object()
     for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert clone.cuda_graph and clone._training_graphs.graphs == {}
-    assert 'sentinel' in m._training_graphs.graphs
+        assert type(clone._inference_graphs).__name__ == 'InferenceGraphs'
+        assert clone._inference_graphs.graphs == {}
+    assert 'sentinel' in m._training_graphs.graphs and 'sentinel' in m._inference_graphs.graphs
 
 
 def _train_steps(model, xs, amp):
@@ -133,6 +136,37 @@ def test_graphed_training_matches_eager(cls, arch, amp):
 
 
 @cuda
+@pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'bf16'])
+@pytest.mark.parametrize('cls,arch', FAMILIES, ids=[c.__name__ for c, _ in FAMILIES])
+def test_graphed_inference_matches_eager(cls, arch, amp):
+    """No-grad forwards replay a graph: the same maps as eager ones (up to the noise between
+    two eager runs), owned by the caller (a later call does not overwrite them), one graph per
+    input signature, inference mode included."""
+    torch.manual_seed(0)
+    graphed = cls(arch, cuda_graph=True).cuda().eval()
+    eager = cls(arch).cuda().eval()
+    eager.load_state_dict(graphed.state_dict())
+    gen = torch.Generator(device='cuda').manual_seed(1)
+    xs = [torch.randn(2, 3, 96, 128, device='cuda', generator=gen) for _ in range(2)]
+
+    def run(model, x):
+        with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
+            return [o.float() for o in model(x)]
+    want = [run(eager, x) for x in xs]
+    noise = [run(eager, x) for x in xs]
+    got = [run(graphed, x) for x in xs]  # the second call must not change the first's maps
+    assert len(graphed._inference_graphs.graphs) == 1 and not graphed._training_graphs.graphs
+    floor = 1e-2 if amp else 1e-5
+    for g, w, n in zip(got, want, noise):
+        for a, b, c in zip(g, w, n):
+            assert _rel(a, b) <= 4 * _rel(c, b) + floor
+    with torch.inference_mode():
+        out, ref = graphed(xs[0][:, :, :64]), eager(xs[0][:, :, :64])
+    assert len(graphed._inference_graphs.graphs) == 2
+    assert [o.shape for o in out] == [r.shape for r in ref]
+
+
+@cuda
 def test_new_sizes_frozen_parameters_and_the_graph_limit():
     m = VMamba('tiny', drop_path_rate=0.0, cuda_graph=True).cuda().train()
     graphs = m._training_graphs
@@ -143,8 +177,8 @@ def test_new_sizes_frozen_parameters_and_the_graph_limit():
     assert len(graphs.graphs) == 2
     m.eval()
     with torch.no_grad():
-        m(torch.randn(2, 3, 32, 32, device='cuda'))  # inference: eager, no capture
-    assert len(graphs.graphs) == 2
+        m(torch.randn(2, 3, 32, 32, device='cuda'))  # inference: its own graphs
+    assert len(graphs.graphs) == 2 and len(m._inference_graphs.graphs) == 1
     m.train()
     m.patch_embed.requires_grad_(False)  # which parameters get gradients changed: recapture
     out = m(torch.randn(2, 3, 64, 64, device='cuda'))

@@ -1,4 +1,4 @@
-"""CUDA-graphed training forward and backward of a backbone (``cuda_graph=True``).
+"""CUDA-graphed training and inference of a backbone (``cuda_graph=True``).
 
 Eager training steps of these backbones are host-bound on slow CPUs: issuing a VMamba-T step
 at 224^2 b64 took about twice its GPU time on the device machines (docs/benchmarks.md, runs
@@ -19,6 +19,13 @@ What the caller accepts with it:
   training size, as UperNet's crops or classification, graphs once);
 * one process per GPU without ``torch.distributed`` (checked: the capture's warm-up passes
   compute gradients outside the distributed wrapper's bookkeeping).
+
+Inference (no autograd recorded, any train/eval mode) replays a graph of the forward alone
+(``torch.cuda.graph``), per input signature as above and in a cache of its own: at detection
+sizes and small batches an eager forward is host-bound (VMamba-T at 1344x800 b2: 22 ms per
+step for 7 ms of GPU work, run AU). Its outputs are copied out of the graph's buffers, so the
+caller owns them (inference code keeps features across calls; the copies cost ~3 % of the GPU
+time at 224^2 b128). Allowed under ``torch.distributed`` (no gradients are involved).
 """
 from __future__ import annotations
 
@@ -61,7 +68,7 @@ class TrainingGraphs:
         self._warned = False
 
     def __deepcopy__(self, memo):
-        return TrainingGraphs(self.max_graphs)
+        return type(self)(self.max_graphs)
 
     def __getstate__(self):
         return {'max_graphs': self.max_graphs}
@@ -69,18 +76,25 @@ class TrainingGraphs:
     def __setstate__(self, state):
         self.__init__(state['max_graphs'])
 
-    def __call__(self, backbone: nn.Module, x: torch.Tensor):
-        """The outputs of ``backbone``'s training forward through its graph, or None where the
-        step should run eagerly (too many signatures)."""
+    def _check(self, backbone: nn.Module):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             raise RuntimeError(
                 f'{type(backbone).__name__}: cuda_graph=True runs in one process per GPU '
                 'without torch.distributed for now; set cuda_graph=False for distributed '
                 'training')
+
+    def _capture(self, backbone: nn.Module, x: torch.Tensor, amp: bool):
+        return _capture_training(backbone, x, amp)
+
+    def __call__(self, backbone: nn.Module, x: torch.Tensor):
+        """The outputs of ``backbone``'s forward through its graph, or None where the step
+        should run eagerly (too many signatures)."""
+        self._check(backbone)
         params = tuple((p.data_ptr(), p.requires_grad) for p in backbone.parameters())
         amp = torch.is_autocast_enabled('cuda')
         key = (tuple(x.shape), x.dtype, x.device, x.requires_grad, amp,
-               torch.get_autocast_dtype('cuda') if amp else None)
+               torch.get_autocast_dtype('cuda') if amp else None,
+               torch.is_inference_mode_enabled())
         entry = self.graphs.get(key)
         if entry is not None and entry[0] != params:
             self.graphs.clear()  # parameters moved or were frozen: every graph is stale
@@ -93,12 +107,44 @@ class TrainingGraphs:
                                   f'{tuple(x.shape)}) run eagerly')
                     self._warned = True
                 return None
-            entry = (params, _capture(backbone, x, amp))
+            entry = (params, self._capture(backbone, x, amp))
             self.graphs[key] = entry
         return entry[1](x)
 
 
-def _capture(backbone: nn.Module, x: torch.Tensor, amp: bool):
+class InferenceGraphs(TrainingGraphs):
+    """Per-signature graphed inference forward of one backbone (no autograd; the module
+    docstring says what differs from training)."""
+
+    def _check(self, backbone: nn.Module):
+        pass  # no gradients: nothing a distributed wrapper would have to see
+
+    def _capture(self, backbone: nn.Module, x: torch.Tensor, amp: bool):
+        return _capture_inference(backbone, x, amp)
+
+
+def _capture_inference(backbone: nn.Module, x: torch.Tensor, amp: bool):
+    static_x = x.clone()
+    dtype = torch.get_autocast_dtype('cuda')
+    with torch.autocast('cuda', dtype=dtype, enabled=amp, cache_enabled=False):
+        side = torch.cuda.Stream()  # warm-up off the capturing stream, as capture requires
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # compiles/tunes kernels and settles the allocator
+                backbone.forward_eager(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = backbone.forward_eager(static_x)
+
+    def replay(x):
+        static_x.copy_(x)
+        graph.replay()
+        return tuple(o.clone() for o in static_out)
+    return replay
+
+
+def _capture_training(backbone: nn.Module, x: torch.Tensor, amp: bool):
     # autocast's cast cache would hand the capture weight copies freed when the caller's
     # autocast region ends: make_graphed_callables requires the cache off
     dtype = torch.get_autocast_dtype('cuda')

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import LoadReport, load_state_dict_checked, read_checkpoint
-from ..cuda_graph import GRAPHED_LN_MIN_TRITON_NUMEL_GRAD, TrainingGraphs
+from ..cuda_graph import GRAPHED_LN_MIN_TRITON_NUMEL_GRAD, InferenceGraphs, TrainingGraphs
 from ..layers import LayerNorm
 
 
@@ -58,7 +58,8 @@ class DenseBackbone(nn.Module):
             ``strict=False`` for an intended partial load) is honoured by :meth:`init_weights`.
         cuda_graph: run the training forward and backward on CUDA as captured CUDA graphs, one
             per input signature (:mod:`mmvision_ssm.models.cuda_graph`: what it requires).
-            Host-bound training steps then run at the GPU's speed; inference stays eager.
+            Host-bound training steps then run at the GPU's speed; so does inference (no
+            autograd), whose outputs are copied out of the graph for the caller.
             The LayerNorms then take the Triton kernels from a lower size
             (``GRAPHED_LN_MIN_TRITON_NUMEL_GRAD``): without host cost they are the faster.
     """
@@ -88,6 +89,7 @@ class DenseBackbone(nn.Module):
         self.load_report: LoadReport | None = None
         self.cuda_graph = cuda_graph
         self._training_graphs = TrainingGraphs() if cuda_graph else None
+        self._inference_graphs = InferenceGraphs() if cuda_graph else None
 
     # --- hooks for the families -------------------------------------------------------------
     def _stem_modules(self) -> Iterable[nn.Module]:
@@ -169,9 +171,13 @@ class DenseBackbone(nn.Module):
         return x.contiguous()
 
     def forward(self, x: torch.Tensor) -> tuple:
-        if (self._training_graphs is not None and self.training and x.is_cuda
-                and torch.is_grad_enabled() and not torch.compiler.is_compiling()):
-            out = self._training_graphs(self, x)
+        if self.cuda_graph and x.is_cuda and not torch.compiler.is_compiling():
+            if not torch.is_grad_enabled():
+                out = self._inference_graphs(self, x)
+            elif self.training:
+                out = self._training_graphs(self, x)
+            else:  # eval mode with autograd: eager
+                out = None
             if out is not None:
                 return tuple(out)
         return self.forward_eager(x)
