@@ -24,8 +24,9 @@ Inference (no autograd recorded, any train/eval mode) replays a graph of the for
 (``torch.cuda.graph``), per input signature as above and in a cache of its own: at detection
 sizes and small batches an eager forward is host-bound (VMamba-T at 1344x800 b2: 22 ms per
 step for 7 ms of GPU work, run AU). Its outputs are copied out of the graph's buffers, so the
-caller owns them (inference code keeps features across calls; the copies cost ~3 % of the GPU
-time at 224^2 b128). Allowed under ``torch.distributed`` (no gradients are involved).
+caller owns them (inference code keeps features across calls; the copies move the bytes of
+the output maps once more, which run AO put at ~3 % of VMamba-T's GPU time at 224^2 b128).
+Allowed under ``torch.distributed`` (no gradients are involved).
 """
 from __future__ import annotations
 
@@ -57,10 +58,10 @@ class _EagerForward(nn.Module):
         return self.backbone.forward_eager(x)
 
 
-class TrainingGraphs:
-    """Per-signature graphed training forward+backward of one backbone (see the module
-    docstring). Not copied or pickled with the model: a deep copy (EMA, checkpoint) starts
-    without graphs."""
+class BackboneGraphs:
+    """Per-signature graphs of one backbone (see the module docstring); the subclasses say
+    what is captured. Not copied or pickled with the model: a deep copy (EMA, checkpoint)
+    starts without graphs."""
 
     def __init__(self, max_graphs: int = MAX_GRAPHS):
         self.max_graphs = max_graphs
@@ -77,14 +78,11 @@ class TrainingGraphs:
         self.__init__(state['max_graphs'])
 
     def _check(self, backbone: nn.Module):
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            raise RuntimeError(
-                f'{type(backbone).__name__}: cuda_graph=True runs in one process per GPU '
-                'without torch.distributed for now; set cuda_graph=False for distributed '
-                'training')
+        """Raise where graphs cannot serve this process."""
 
     def _capture(self, backbone: nn.Module, x: torch.Tensor, amp: bool):
-        return _capture_training(backbone, x, amp)
+        """A callable x -> outputs replaying a graph captured for x's signature."""
+        raise NotImplementedError
 
     def __call__(self, backbone: nn.Module, x: torch.Tensor):
         """The outputs of ``backbone``'s forward through its graph, or None where the step
@@ -112,12 +110,23 @@ class TrainingGraphs:
         return entry[1](x)
 
 
-class InferenceGraphs(TrainingGraphs):
-    """Per-signature graphed inference forward of one backbone (no autograd; the module
-    docstring says what differs from training)."""
+class TrainingGraphs(BackboneGraphs):
+    """The training forward+backward (``make_graphed_callables``), one process per GPU."""
 
     def _check(self, backbone: nn.Module):
-        pass  # no gradients: nothing a distributed wrapper would have to see
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            raise RuntimeError(
+                f'{type(backbone).__name__}: cuda_graph=True runs in one process per GPU '
+                'without torch.distributed for now; set cuda_graph=False for distributed '
+                'training')
+
+    def _capture(self, backbone: nn.Module, x: torch.Tensor, amp: bool):
+        return _capture_training(backbone, x, amp)
+
+
+class InferenceGraphs(BackboneGraphs):
+    """The no-grad forward (``torch.cuda.graph``); no gradients, so nothing a distributed
+    wrapper would have to see: allowed in any process."""
 
     def _capture(self, backbone: nn.Module, x: torch.Tensor, amp: bool):
         return _capture_inference(backbone, x, amp)
