@@ -132,10 +132,17 @@ class InferenceGraphs(BackboneGraphs):
         return _capture_inference(backbone, x, amp)
 
 
+def _capture_autocast(amp: bool):
+    """The caller's autocast state for a capture, without autocast's cast cache: the cache
+    would hand the capture weight copies freed when the caller's autocast region ends
+    (``make_graphed_callables`` requires it off)."""
+    return torch.autocast('cuda', dtype=torch.get_autocast_dtype('cuda'), enabled=amp,
+                          cache_enabled=False)
+
+
 def _capture_inference(backbone: nn.Module, x: torch.Tensor, amp: bool):
     static_x = x.clone()
-    dtype = torch.get_autocast_dtype('cuda')
-    with torch.autocast('cuda', dtype=dtype, enabled=amp, cache_enabled=False):
+    with _capture_autocast(amp):
         side = torch.cuda.Stream()  # warm-up off the capturing stream, as capture requires
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -154,9 +161,6 @@ def _capture_inference(backbone: nn.Module, x: torch.Tensor, amp: bool):
 
 
 def _capture_training(backbone: nn.Module, x: torch.Tensor, amp: bool):
-    # autocast's cast cache would hand the capture weight copies freed when the caller's
-    # autocast region ends: make_graphed_callables requires the cache off
-    dtype = torch.get_autocast_dtype('cuda')
-    with torch.autocast('cuda', dtype=dtype, enabled=amp, cache_enabled=False):
+    with _capture_autocast(amp):
         return torch.cuda.make_graphed_callables(_EagerForward(backbone), (x,),
                                                  allow_unused_input=True)

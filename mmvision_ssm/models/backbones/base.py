@@ -106,11 +106,11 @@ class DenseBackbone(nn.Module):
 
     # --- shared behaviour -----------------------------------------------------------------
     def _finish_init(self):
-        if self.cuda_graph and any(getattr(m, 'with_cp', False) for m in self.modules()):
-            # checkpointing saves and restores the RNG state, which a graph capture forbids
-            raise ValueError(f'{type(self).__name__}: cuda_graph=True cannot be combined with '
-                             'with_cp=True; set one of them to False')
         if self.cuda_graph:
+            if any(getattr(m, 'with_cp', False) for m in self.modules()):
+                # checkpointing saves and restores the RNG state, which a graph capture forbids
+                raise ValueError(f'{type(self).__name__}: cuda_graph=True cannot be combined '
+                                 'with with_cp=True; set one of them to False')
             for m in self.modules():
                 if isinstance(m, LayerNorm) and m.min_triton_numel_grad is None:
                     m.min_triton_numel_grad = GRAPHED_LN_MIN_TRITON_NUMEL_GRAD
