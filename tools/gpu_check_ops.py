@@ -40,6 +40,7 @@ CASES = [
 CROSS_CASES = [  # (b, d, h, w, n, channels_last, D)
     (2, 8, 7, 9, 1, False, True), (2, 8, 7, 9, 1, True, True), (1, 12, 5, 13, 4, False, False),
     (1, 6, 16, 3, 16, True, True), (2, 96, 56, 56, 1, False, True), (2, 96, 56, 56, 1, True, True),
+    (8, 96, 28, 28, 1, True, True),  # 8 channels a program (enough programs), four chunks
 ]
 
 

@@ -10,8 +10,10 @@
 #   checknmlp    the fused LayerNorm-MLP (ops/norm_mlp.py) with the Triton norm, against float64
 #   sweepcp      the cross op's chunk-serial against its chunk-parallel kernels (1344x800 b2, 512^2 b8,
 #                224^2 b128 stage shapes)
-#   checkcross   the cross-op kernels only (all six cases, float32 + bfloat16)
+#   checkcross   the cross-op kernels only (all seven cases, float32 + bfloat16)
 #   sweep        tools/sweep_cross_op.py --quick: cross-op launch configurations per stage shape
+#   sweepbwd     sweep_cross_op.py --bwd: the cross op's backward alone (224^2 b64 stages 1, 3)
+#   ncucross     Nsight Compute (--set full) on the cross op's forward and backward kernels
 #   profile      tools/profile_backbone.py: kernel breakdown of ours VMamba-T at 224^2
 #   compile      ours VMamba-T and MLLA-T under torch.compile (benchmark harness)
 #   profiletrain kernel breakdown of a training step: ours VMamba-T, ours ViT-B, timm ViT-B
@@ -88,6 +90,17 @@ for s in "$@"; do
   sweep)
     step 220 sweep python3 tools/sweep_cross_op.py --quick --out "$OUT/sweep.json" \
       --shapes "224 b128 s1" "1344x800 b2 s1" "512 b8 s1" "224 b128 s3" ;;
+  sweepbwd)  # the cross op's backward alone at VMamba-T's training shapes (224^2 b64): its warps,
+            # chunk and channel block; registers and spills of the compiled kernels
+    eval "shapes=(${SWEEP_SHAPES:-"\"224 b64 s1\" \"224 b64 s3\""})"  # quoted names, as --shapes
+    step 240 sweep_bwd python3 tools/sweep_cross_op.py --bwd --out "$OUT/sweep_bwd.json" \
+      --shapes "${shapes[@]}" ;;
+  ncucross)  # Nsight Compute on the cross op's kernels (second iteration), $SWEEP_SHAPES as above
+    eval "shapes=(${SWEEP_SHAPES:-"\"224 b64 s1\" \"224 b64 s3\""})"
+    for sh in "${shapes[@]}"; do  # one process per shape: launches 3-4 are its second iteration
+      step 300 ncu_cross ncu --target-processes all -k regex:_scan_ --launch-skip 2 \
+        --launch-count 2 --set full python3 tools/sweep_cross_op.py --once 2 --shapes "$sh"
+    done ;;
   sweepcp)  # chunk-serial vs chunk-parallel cross-op kernels at the small-batch / large-map shapes
     step 330 sweep_cp python3 tools/sweep_cross_op.py --chunk-par --reps 10 --out "$OUT/sweep_cp.json" \
       --shapes "1344x800 b2 s1" "1344x800 b2 s2" "1344x800 b2 s3" "512 b8 s1" "224 b128 s1" ;;

@@ -26,6 +26,8 @@ SHAPES = {  # name: (batch, channels, h, w)
     '1344x800 b2 s1': (2, 96, 200, 336), '1344x800 b2 s2': (2, 192, 100, 168),
     '1344x800 b2 s3': (2, 384, 50, 84), '512 b8 s1': (8, 96, 128, 128),
     '2048x1024 b1 s1': (1, 96, 256, 512), '2048x1024 b1 s2': (1, 192, 128, 256),
+    '224 b64 s1': (64, 96, 56, 56), '224 b64 s2': (64, 192, 28, 28),
+    '224 b64 s3': (64, 384, 14, 14), '224 b64 s4': (64, 768, 7, 7),
 }
 
 
@@ -52,7 +54,23 @@ def main():
     p.add_argument('--shapes', nargs='+', help=f'subset of {list(SHAPES)}')
     p.add_argument('--chunk-par', action='store_true',
                    help='only the chunk-serial against the chunk-parallel kernels')
+    p.add_argument('--bwd', action='store_true',
+                   help='the backward alone (bwd_ms) over its warps, chunk and channel block, '
+                        'and the compiled kernels\' registers and spills')
+    p.add_argument('--once', type=int, metavar='ITERS',
+                   help='no timing: run the automatic configuration forward+backward ITERS '
+                        'times per shape (a workload for ncu)')
     args = p.parse_args()
+    if args.once:
+        for name in args.shapes or SHAPES:
+            leaves = inputs(*SHAPES[name])
+            gy = torch.randn_like(leaves[0])
+            for _ in range(args.once):
+                torch.autograd.grad(st.cross_selective_scan_triton(
+                    *leaves[:5], D=leaves[5], delta_bias=leaves[6], delta_softplus=True,
+                    channels_last=True), leaves, gy)
+            torch.cuda.synchronize()
+        return
     # one direction per program, per-direction output slices (partial) -- the form the rule
     # picks for channels-last maps -- over channels per program, chunk length and the gB/gC
     # reduction; plus the four-directions-per-program form and the atomic-output split form
@@ -71,6 +89,10 @@ def main():
         grid += [dict(split=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=nw, atomic=True,
                       chunk_par=True)
                  for bd, bl, nw in itertools.product((8, 16, 32), (64, 128), (4, 8))]
+    if args.bwd:
+        grid = [dict(split=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=4, bwd_num_warps=nw,
+                     atomic=True) for bd, bl, nw in itertools.product((4, 8, 16), (64, 128, 256),
+                                                                      (4, 8))]
     rows = []
     for name in args.shapes or SHAPES:
         b, d, h, w = SHAPES[name]
@@ -99,6 +121,12 @@ def main():
                     tf = time_cuda(fwd, args.reps, warmup=2)
                 tfb = time_cuda(fwd_bwd, args.reps, warmup=2)
                 row = dict(shape=name, auto=cfg is None, config=used, fwd_ms=tf, fb_ms=tfb)
+                if args.bwd:
+                    y = fwd()
+                    row['bwd_ms'] = time_cuda(
+                        lambda: torch.autograd.grad(y, leaves, gy, retain_graph=True),
+                        args.reps, warmup=2)
+                    del y
             except Exception as err:  # noqa: BLE001  (a config that does not compile)
                 row = dict(shape=name, auto=cfg is None, config=used,
                            error=f'{type(err).__name__}: {err}'[:200])
@@ -114,11 +142,40 @@ def main():
               f'{auto.get("fb_ms", float("nan")):.3f} ms ({auto["config"]}); best fwd '
               f'{best["fwd_ms"][0]:.3f} {best["fwd_ms"][1]}; best f+b {best["fb_ms"][0]:.3f} '
               f'{best["fb_ms"][1]}', flush=True)
+        if args.bwd:
+            best_b = min((r for r in rows if r['shape'] == name and 'bwd_ms' in r),
+                         key=lambda r: r['bwd_ms'])
+            print(f'## {name}: auto bwd {auto.get("bwd_ms", float("nan")):.3f}; best bwd '
+                  f'{best_b["bwd_ms"]:.3f} {best_b["config"]}', flush=True)
         if args.out:
             json.dump(rows, open(args.out, 'w'), indent=1)
         leaves = gy = None
         torch.cuda.empty_cache()
 
 
+def kernel_stats():
+    """Registers and spills of every compiled variant of the cross-op kernels (Triton's
+    per-device caches; the layout of those caches is Triton's, so anything unexpected is
+    skipped)."""
+    import mmvision_ssm.ops.scan_triton as st
+    for fn in (st._scan_fwd_kernel, st._scan_bwd_kernel):
+        for cache in getattr(fn, 'device_caches', {}).values():
+            entries = cache[0] if isinstance(cache, tuple) else cache
+            for kernel in getattr(entries, 'values', lambda: [])():
+                consts = getattr(getattr(kernel, 'src', None), 'constants', {}) or {}
+                picked = {}
+                for key, val in consts.items():  # keyed by name or by (argument index,)
+                    if isinstance(key, tuple) and key and isinstance(key[0], int):
+                        key = fn.arg_names[key[0]]
+                    picked[str(key)] = val
+                picked = {k: picked[k] for k in ('BLOCK_D', 'BLOCK_L', 'MODE', 'N', 'SPLIT_K')
+                          if k in picked}
+                print(json.dumps(dict(kernel=fn.__name__, n_regs=getattr(kernel, 'n_regs', None),
+                                      n_spills=getattr(kernel, 'n_spills', None),
+                                      num_warps=getattr(kernel.metadata, 'num_warps', None),
+                                      **picked), default=str), flush=True)
+
+
 if __name__ == '__main__':
     main()
+    kernel_stats()

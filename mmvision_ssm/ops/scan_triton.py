@@ -27,7 +27,8 @@ from .cross import check_cross_inputs
 from .dispatch import opaque_to_compile
 
 # optional manual override for benchmarks and checks: dict(BLOCK_D=..., BLOCK_L=...,
-# num_warps=..., atomic=..., split=..., chunk_par=..., states=...); see _pick_config
+# num_warps=..., bwd_num_warps=..., atomic=..., split=..., chunk_par=..., states=...); see
+# _pick_config
 CONFIG_OVERRIDE = {}
 
 
@@ -691,7 +692,7 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
             N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
             HAS_Z=z3 is not None, SOFTPLUS=softplus, HAS_GLAST=glast is not None,
             GBC_ATOMIC=atomic, SPLIT_K=split, KLOOP=1 if split else K, MODE=mode,
-            num_warps=cfg['num_warps'])
+            num_warps=cfg.get('bwd_num_warps', cfg['num_warps']))
 
     if cfg['chunk_par']:  # adjoint summaries -> the adjoint entering each chunk -> gradients
         sumQ, sumG, lamc = (torch.empty_like(states) for _ in range(3))
