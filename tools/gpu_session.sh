@@ -54,6 +54,10 @@ export OUT=${OUT:-/tmp/session_out}
 STEP_FILTER="Warning|warn\(|_warn_once"
 source tools/gpu_common.sh
 
+sweep_shapes() {  # shapes=(...) from $SWEEP_SHAPES: quoted sweep_cross_op.py shape names
+  eval "shapes=(${SWEEP_SHAPES:-"\"224 b64 s1\" \"224 b64 s3\""})"
+}
+
 MB=/tmp/mb
 BUILD=""
 wait_build() {  # use mamba-ssm when its build finished in time
@@ -92,11 +96,11 @@ for s in "$@"; do
       --shapes "224 b128 s1" "1344x800 b2 s1" "512 b8 s1" "224 b128 s3" ;;
   sweepbwd)  # the cross op's backward alone at VMamba-T's training shapes (224^2 b64): its warps,
             # chunk and channel block; registers and spills of the compiled kernels
-    eval "shapes=(${SWEEP_SHAPES:-"\"224 b64 s1\" \"224 b64 s3\""})"  # quoted names, as --shapes
+    sweep_shapes
     step 240 sweep_bwd python3 tools/sweep_cross_op.py --bwd --out "$OUT/sweep_bwd.json" \
       --shapes "${shapes[@]}" ;;
   ncucross)  # Nsight Compute on the cross op's kernels (second iteration), $SWEEP_SHAPES as above
-    eval "shapes=(${SWEEP_SHAPES:-"\"224 b64 s1\" \"224 b64 s3\""})"
+    sweep_shapes
     for sh in "${shapes[@]}"; do  # one process per shape: launches 3-4 are its second iteration
       step 300 ncu_cross ncu --target-processes all -k regex:_scan_ --launch-skip 2 \
         --launch-count 2 --set full python3 tools/sweep_cross_op.py --once 2 --shapes "$sh"
