@@ -32,6 +32,26 @@ step "checking the interpreter ($PY)"
 "$PY" -c 'import sys; assert sys.version_info >= (3, 9), sys.version' \
   || fail "Python >= 3.9 is required; set PYTHON=/path/to/python3"
 
+step "checking free disk space"
+# A fresh CUDA torch in a virtual environment takes ~6.1 GB; pip then fails half way through with
+# "No space left on device". Say so before anything is written.
+"$PY" - <<'PYEOF' || fail "not enough free disk space (the line above says where and how much)"
+import importlib.metadata as md, shutil, sys, sysconfig
+site = sysconfig.get_paths()["purelib"]
+try:
+    have_torch = md.version("torch").split("+")[0] == "2.14.1"
+except md.PackageNotFoundError:
+    have_torch = False
+need_gb = 0.5 if have_torch else 6.5
+free_gb = shutil.disk_usage(site).free / 2**30
+if free_gb < need_gb:
+    print(f"[install] {site} has {free_gb:.1f} GB free; the install needs about {need_gb} GB "
+          f"({'the OpenMMLab stack' if have_torch else 'torch with its CUDA libraries'}). "
+          "Free space there (old virtual environments, pytest's /tmp/pytest-of-$USER) "
+          "or install into an interpreter on another disk with PYTHON=...", file=sys.stderr)
+    sys.exit(1)
+PYEOF
+
 step "installing $TORCH_PIN and build tools (setuptools<81 keeps pkg_resources for mmcv's setup.py)"
 # setuptools is pinned in the same call: torch's own requirement would otherwise upgrade it.
 pip_install $TORCH_PIN "setuptools<81" wheel ninja
