@@ -41,6 +41,9 @@ CROSS_CASES = [  # (b, d, h, w, n, channels_last, D)
     (2, 8, 7, 9, 1, False, True), (2, 8, 7, 9, 1, True, True), (1, 12, 5, 13, 4, False, False),
     (1, 6, 16, 3, 16, True, True), (2, 96, 56, 56, 1, False, True), (2, 96, 56, 56, 1, True, True),
     (8, 96, 28, 28, 1, True, True),  # 8 channels a program (enough programs), four chunks
+    # channels-last, for the Gluon kernels: a partial channel block over several chunks with
+    # odd sides, one pixel without D, one long row (columns of one pixel)
+    (3, 20, 17, 23, 1, True, True), (1, 8, 1, 1, 1, True, False), (2, 16, 1, 300, 1, True, True),
 ]
 
 
@@ -280,9 +283,24 @@ def main():
         for dtype in (torch.float32, torch.bfloat16):
             for be in backends:
                 record('plain', case, dtype, be, lambda: check_plain(case, dtype, be, gen))
+    import mmvision_ssm.ops.scan_triton as st
     for case in cross_cases:
         for dtype in (torch.float32, torch.bfloat16):
             record('cross', case, dtype, 'triton', lambda: check_cross(case, dtype, gen))
+    # channels-last cases run the Gluon kernels where they apply; the Triton kernels too, and
+    # the Gluon ones in other tile layouts (lanes along tokens, two channels a thread, 8 warps,
+    # warps along channels)
+    # (chunk_par False: the small batches here would otherwise take the chunk-parallel kernels)
+    for override in ({'gluon': False}, {'gluon': {}, 'chunk_par': False},
+                     {'gluon': dict(TPW_D=8), 'chunk_par': False},
+                     {'gluon': dict(SPT_D=2, SPT_L=4), 'chunk_par': False},
+                     {'gluon': dict(NUM_WARPS=8), 'chunk_par': False},
+                     {'gluon': dict(WPC_D=4), 'chunk_par': False}):
+        st.CONFIG_OVERRIDE.update(override)
+        for case in [c for c in cross_cases if c[5]]:
+            record('cross', case + (override,), torch.bfloat16, 'triton',
+                   lambda: check_cross(case, torch.bfloat16, gen))
+        st.CONFIG_OVERRIDE.clear()
     for case in LN_CASES if args.only in (None, 'lnorm') else []:
         for dtype in (torch.float32, torch.bfloat16):
             record('lnorm', case, dtype, 'triton', lambda: check_layer_norm(case, dtype, gen))
@@ -300,7 +318,6 @@ def main():
     # other launch configurations (several channel blocks, long chunks, atomic gB/gC reduction;
     # the cross op with its four directions in one program (split False) or one per program:
     # at these batch sizes the automatic choice is split, so the fused form is forced here)
-    import mmvision_ssm.ops.scan_triton as st
     # ('states' False sends n >= 2 to the general kernels instead of the states-parallel ones;
     # 'chunk_par' True forces the chunk-parallel kernels, which the automatic rule picks only
     # for few programs)

@@ -108,6 +108,10 @@ for s in "$@"; do
   sweepcp)  # chunk-serial vs chunk-parallel cross-op kernels at the small-batch / large-map shapes
     step 330 sweep_cp python3 tools/sweep_cross_op.py --chunk-par --reps 10 --out "$OUT/sweep_cp.json" \
       --shapes "1344x800 b2 s1" "1344x800 b2 s2" "1344x800 b2 s3" "512 b8 s1" "224 b128 s1" ;;
+  sweepgluon)  # the Gluon cross kernels' tile layouts against the Triton kernels, $SWEEP_SHAPES
+    sweep_shapes
+    step 300 sweep_gluon python3 tools/sweep_cross_op.py --gluon --out "$OUT/sweep_gluon.json" \
+      --shapes "${shapes[@]}" ;;
   checkcross)
     step 120 check_cross python3 tools/gpu_check_ops.py --only cross --out "$OUT/check_cross.json" ;;
   profile)

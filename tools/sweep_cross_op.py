@@ -28,6 +28,7 @@ SHAPES = {  # name: (batch, channels, h, w)
     '2048x1024 b1 s1': (1, 96, 256, 512), '2048x1024 b1 s2': (1, 192, 128, 256),
     '224 b64 s1': (64, 96, 56, 56), '224 b64 s2': (64, 192, 28, 28),
     '224 b64 s3': (64, 384, 14, 14), '224 b64 s4': (64, 768, 7, 7),
+    '1344x800 b2 s4': (2, 768, 25, 42), '512 b8 s2': (8, 192, 64, 64),
 }
 
 
@@ -64,6 +65,9 @@ def main():
     p.add_argument('--bwd', action='store_true',
                    help='the backward alone (bwd_ms) over its warps, chunk and channel block, '
                         'and the compiled kernels\' registers and spills')
+    p.add_argument('--gluon', action='store_true',
+                   help='the Gluon kernels (scan_gluon_cross.py) over their tile layouts, '
+                        'against the Triton kernels\' automatic choice (gluon=False)')
     p.add_argument('--once', type=int, metavar='ITERS',
                    help='no timing: run the automatic configuration forward+backward ITERS '
                         'times per shape (a workload for ncu)')
@@ -98,6 +102,11 @@ def main():
         grid = [dict(split=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=4, bwd_num_warps=nw,
                      atomic=True) for bd, bl, nw in itertools.product((4, 8, 16), (64, 128, 256),
                                                                       (4, 8))]
+    if args.gluon:  # layouts: (SPT_D, SPT_L, TPW_D, WPC_D, NUM_WARPS)
+        grid = [dict(gluon=False)] + [
+            dict(gluon=dict(zip(('SPT_D', 'SPT_L', 'TPW_D', 'WPC_D', 'NUM_WARPS'), lay)))
+            for lay in ((1, 8, 32, 1, 4), (1, 8, 32, 1, 8), (1, 4, 32, 1, 8), (1, 8, 16, 1, 4),
+                        (1, 8, 16, 1, 8), (1, 8, 8, 1, 4), (1, 4, 8, 1, 4), (2, 4, 8, 1, 4))]
     rows = []
     for name in args.shapes or SHAPES:
         b, d, h, w = SHAPES[name]
@@ -106,7 +115,9 @@ def main():
         best = {}
         for cfg in [None] + grid:
             st.CONFIG_OVERRIDE.clear()
-            if cfg is not None:
+            if cfg is not None and 'gluon' in cfg:
+                st.CONFIG_OVERRIDE.update(cfg)
+            elif cfg is not None:
                 if cfg['BLOCK_L'] > 2 * h * w and cfg['BLOCK_L'] > 64:
                     continue  # a chunk mostly of padding
                 if b * d // cfg['BLOCK_D'] < 64 and not cfg['split']:

@@ -27,9 +27,15 @@ from .cross import check_cross_inputs
 from .dispatch import opaque_to_compile
 
 # optional manual override for benchmarks and checks: dict(BLOCK_D=..., BLOCK_L=...,
-# num_warps=..., bwd_num_warps=..., atomic=..., split=..., chunk_par=..., states=...); see
-# _pick_config
+# num_warps=..., bwd_num_warps=..., atomic=..., split=..., chunk_par=..., states=...,
+# gluon=False or a layout dict for scan_gluon_cross); see _pick_config
 CONFIG_OVERRIDE = {}
+
+try:  # Gluon (triton.experimental.gluon; scan_gluon_cross.SUPPORTED gates the version): the
+    # cross op's tokens-in-registers kernels
+    from . import scan_gluon_cross
+except ImportError:  # an older Triton: the kernels below run every shape
+    scan_gluon_cross = None
 
 
 @triton.jit
@@ -556,7 +562,7 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     # 'states' only chooses between the two kernel families above: forced True where the
     # states-parallel kernels do not apply (one state, or the cross op's four directions) it
     # must not send these shapes to them (they ran there with wrong results)
-    cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k != 'states'})
+    cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k not in ('states', 'gluon')})
     bd = cfg['BLOCK_D']
     while HD % bd:
         bd //= 2
@@ -570,6 +576,21 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
             programs = bsz * cdiv(CH or HD, cfg['BLOCK_D']) * (K if cfg['split'] else 1)
             chunk_par = programs < CHUNK_PAR_PROGRAMS_PER_SM * sm_count(device, INTERPRETER_SMS)
     cfg['chunk_par'] = bool(chunk_par) and nchunk > 1
+    # 'gluon': False, or a (partial) layout dict; an override without it means the Triton
+    # kernels' tiles, so those kernels
+    gluon = CONFIG_OVERRIDE.get('gluon')
+    use_gluon = gluon is not False and (gluon is not None or not CONFIG_OVERRIDE)
+    layout = None
+    if (use_gluon and K > 1 and channels_contiguous and not cfg['chunk_par']
+            and scan_gluon_cross is not None and scan_gluon_cross.applies(N, L, device)):
+        # VMamba's cross op (d_state 1, channels-last) at the shapes the chunk-serial split
+        # form runs, unless too few programs: the Gluon kernels (docs/benchmarks.md, runs BE-BK)
+        layout = scan_gluon_cross.pick_layout(bsz, CH or HD, sm_count(device, INTERPRETER_SMS),
+                                              gluon if isinstance(gluon, dict) else None)
+    if layout is not None:
+        cfg['gluon'] = layout
+        cfg['BLOCK_D'], cfg['BLOCK_L'] = scan_gluon_cross.tile(layout)
+        cfg['split'], cfg['atomic'] = True, True
     if cfg['chunk_par']:
         for key, val in CHUNK_PAR_BLOCKS.items():
             if key not in CONFIG_OVERRIDE:
@@ -614,6 +635,11 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     nchunk = cdiv(L, bl)
     states = torch.empty(bsz, K, CH, nchunk, N, device=u3.device, dtype=torch.float32)
     last = torch.empty(bsz, CH, N, device=u3.device, dtype=torch.float32) if want_last else states
+    if cfg.get('gluon'):
+        scan_gluon_cross.launch_fwd(u3, dt4, A, B4, C4, D, bias, acc3, states, L, HH, WW, CH,
+                                    softplus, cfg['gluon'])
+        y3.copy_(acc3)
+        return states, None, cfg
     if cfg.get('states'):
         from . import scan_triton_states
         scan_triton_states.launch_fwd(u3, dt4[:, 0], A, B4, C4, D, bias, z3, y3, states,
@@ -677,6 +703,11 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
             if gu3.stride(1) == 1 else torch.zeros(bsz, CH, L, device=dev, dtype=torch.float32)
     elif K > 1:
         gacc = torch.empty(bsz, CH, L, device=dev, dtype=torch.float32)
+    if cfg.get('gluon'):
+        scan_gluon_cross.launch_bwd(u3, dt4, A, B4, C4, D, bias, gy3, states, gacc, gdt4, gB,
+                                    gC, gA, gD, gbias, L, HH, WW, CH, softplus, cfg['gluon'])
+        gu3.copy_(gacc)
+        return gB, gC, gA, gD, gbias
     dummy = gA
 
     def launch(mode, chunks, lamc=dummy, sumQ=dummy, sumG=dummy):

@@ -1,0 +1,116 @@
+"""The Gluon cross-scan kernels (mmvision_ssm/ops/scan_gluon_cross.py) without a GPU.
+
+Gluon has no CPU interpreter, so their values are checked on a GPU by tools/gpu_check_ops.py
+(the channels-last cross cases, in several tile layouts). Here: the launch rule that chooses
+them, and that both kernels compile for sm_90 with the installed Triton into the registers the
+layouts were designed for (no spills; the backward within 3 programs of 128 threads per SM).
+"""
+import os
+import re
+import subprocess
+
+import pytest
+import torch
+
+triton = pytest.importorskip('triton')
+gc = pytest.importorskip('mmvision_ssm.ops.scan_gluon_cross')
+st = pytest.importorskip('mmvision_ssm.ops.scan_triton')
+
+SMS = 132
+
+
+def test_layout_rule_by_programs_per_sm():
+    # VMamba-T 224^2 b64, stage 1: 64 x 3 channel blocks x 4 directions = 768 programs
+    assert gc.pick_layout(64, 96, SMS) == gc.LAYOUT
+    assert gc.tile(gc.LAYOUT) == (32, 32)
+    # 512^2 b8 stage 2: 192 programs (1.45 per SM) -> 8 warps, 64-token chunks
+    few = gc.pick_layout(8, 192, SMS)
+    assert few == gc.FEW_PROGRAMS_LAYOUT and gc.tile(few) == (32, 64)
+    # 1344x800 b2 stage 2: 48 programs -> not these kernels
+    assert gc.pick_layout(2, 192, SMS) is None
+    # an explicit (partial) layout is always taken
+    assert gc.pick_layout(2, 192, SMS, dict(TPW_D=8)) == dict(gc.LAYOUT, TPW_D=8)
+    assert gc.tile(dict(gc.LAYOUT, TPW_D=8)) == (8, 128)
+    assert gc.tile(dict(gc.LAYOUT, WPC_D=4)) == (128, 8)
+
+
+def test_applies_only_where_gluon_runs():
+    cuda = torch.device('cuda')
+    assert gc.applies(1, 3136, cuda)
+    assert not gc.applies(16, 3136, cuda)  # d_state 16: the Triton kernels
+    assert not gc.applies(1, 3136, torch.device('cpu'))  # no CPU interpreter for Gluon
+    assert not gc.applies(1, gc.MAX_TOKENS, cuda)  # the fp32 pixel division's limit
+
+
+def test_pick_config_sends_cpu_and_overrides_to_triton():
+    cpu = torch.device('cpu')
+    # the interpreter (CPU) never gets the Gluon kernels: its launch rule stays as tested in
+    # test_ops_triton_interpret.py
+    assert 'gluon' not in st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cpu)
+    try:  # a 'gluon' entry forced on a device where Gluon cannot run is ignored as well
+        st.CONFIG_OVERRIDE.update(gluon={})
+        assert 'gluon' not in st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cpu)
+    finally:
+        st.CONFIG_OVERRIDE.clear()
+
+
+def _ptxas_stats(ptx):
+    ptxas = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'ptxas')
+    if not os.path.exists(ptxas):
+        pytest.skip('no ptxas in the Triton wheel')
+    target = re.search(r'^\.target\s+(\S+)', ptx, re.M).group(1)
+    out = subprocess.run([ptxas, '-v', f'-arch={target}', '-', '-o', os.devnull], input=ptx,
+                         capture_output=True, text=True, check=True).stderr
+    regs = int(re.search(r'Used (\d+) registers', out).group(1))
+    spills = sum(int(n) for n in re.findall(r'(\d+) bytes spill stores', out))
+    return regs, spills
+
+
+# VMamba-T stage 1 at 224^2 (56 x 56 tokens, 96 channels, channels-last): the integer
+# arguments the kernels get there, for the JIT's specialisation (1 -> constant, multiples of
+# 16 -> aligned)
+L, CH = 56 * 56, 96
+STAGE1_INTS = dict(L=L, HH=56, WW=56, CH=CH, NCHUNK=L // 32 + 1, su_b=L * CH, su_p=CH,
+                   sdt_b=L * 4 * CH, sdt_k=CH, sdt_p=4 * CH, sB_b=L * 4, sB_g=1, sB_p=4,
+                   sC_b=L * 4, sC_g=1, sC_p=4, sy_b=L * CH, sy_p=CH, sa_b=L * CH, sa_p=CH)
+
+
+def _compile_sm90(fn, layout):
+    """Compile a kernel as the JIT would for VMamba-T's stage 1 (bf16 maps, fp32 scratch)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    consts = dict(layout, HAS_D=True, HAS_BIAS=True, SOFTPLUS=True)
+    bf16 = {'u_ptr', 'dt_ptr', 'B_ptr', 'C_ptr', 'gy_ptr', 'gdt_ptr'}
+    sig, constexprs, attrs = {}, {}, {}
+    for i, name in enumerate(fn.arg_names):
+        value = consts.get(name, STAGE1_INTS.get(name))
+        if fn.params[i].is_constexpr or value == 1:
+            sig[name] = 'constexpr'
+            constexprs[(i,)] = value
+        elif name.endswith('_ptr'):
+            sig[name] = '*bf16' if name in bf16 else '*fp32'
+            attrs[(i,)] = [['tt.divisibility', 16]]
+        elif name == 'inv_hh':
+            sig[name] = 'fp32'
+        else:
+            sig[name] = 'i32'
+            if value % 16 == 0:
+                attrs[(i,)] = [['tt.divisibility', 16]]
+    src = GluonASTSource(fn, sig, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=GPUTarget('cuda', 90, 32),
+                          options=dict(num_warps=layout['NUM_WARPS']))
+
+
+# register budgets: the default backward at <= 170 keeps 3 programs of 128 threads per SM
+# (65536 registers); the 8-warp layout only has to avoid spilling
+@pytest.mark.parametrize('layout, fwd_regs, bwd_regs',
+                         [('LAYOUT', 128, 170), ('FEW_PROGRAMS_LAYOUT', 128, 255)])
+def test_kernels_compile_for_sm90_without_spills(layout, fwd_regs, bwd_regs):
+    lay = getattr(gc, layout)
+    for fn, max_regs in ((gc._cross_fwd_kernel, fwd_regs), (gc._cross_bwd_kernel, bwd_regs)):
+        try:
+            kernel = _compile_sm90(fn, lay)
+        except (ImportError, RuntimeError) as err:  # no CUDA backend in this Triton build
+            pytest.skip(f'cannot compile for sm_90 here: {err}')
+        regs, spills = _ptxas_stats(kernel.asm['ptx'])
+        assert spills == 0 and regs <= max_regs, (fn.__name__, layout, regs, spills)
