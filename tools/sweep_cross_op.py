@@ -7,6 +7,8 @@ For every stage shape of VMamba-T at 224^2 (batch 128), 1344x800 (batch 2) and 5
 times forward and forward+backward (median of --reps, CUDA events) for the automatic choice
 (``mmvision_ssm.ops.scan_triton._pick_config``) and a grid of forced configurations
 (``CONFIG_OVERRIDE``), and prints the best per shape. The results drive ``_pick_config``'s rule.
+``--gluon`` sweeps the Gluon kernels' tile layouts (scan_gluon_cross.py) against the Triton
+kernels; ``--bwd`` the backward alone; ``--chunk-par`` the chunk-parallel kernels.
 """
 import argparse
 import itertools

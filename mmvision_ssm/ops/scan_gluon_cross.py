@@ -106,6 +106,12 @@ def launch_bwd(u3, dt4, A, B4, C4, D, bias, gy3, states, gacc, gdt4, gB, gC, gA,
         num_warps=layout['NUM_WARPS'])
 
 
+# (Gluon kernels call only @gluon.jit functions, hence these twins of scan_triton's helpers.
+# The two kernels' set-up lines are repeated on purpose: factoring them and the chunk loads
+# into helpers changed ptxas's register allocation and the backward ran up to 15 % slower,
+# docs/benchmarks.md run BM.)
+
+
 @gluon.jit
 def _combine(a1, x1, a2, x2):
     # (a1, x1) then (a2, x2): h -> a2 * (a1 * h + x1) + x2
