@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from mmvision_ssm.ops import (BACKENDS, ENV_VAR, cross_merge, cross_scan, cross_selective_scan,
-                              cross_selective_scan_flops, selective_scan, selective_scan_flop_handle,
-                              selective_scan_flops, selective_scan_ref, selective_scan_torch)
+                              cross_selective_scan_dt_proj, cross_selective_scan_flops,
+                              selective_scan, selective_scan_flop_handle, selective_scan_flops,
+                              selective_scan_ref, selective_scan_torch)
 from mmvision_ssm.ops.scan_torch import LinearScan, linear_scan
 
 SEED = int(os.environ.get('MMVISION_SSM_TEST_SEED', random.SystemRandom().randrange(2**31)))
@@ -318,6 +319,34 @@ def test_shape_errors():
 
 
 # --------------------------------------------------------------------------- cross ops
+
+
+def test_cross_scan_dt_proj_matches_projecting_first():
+    g = torch.Generator().manual_seed(random.SystemRandom().randrange(2**31))
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    b, h, w, d, rk = 2, 3, 5, 4, 2
+    args = [r(b, h, w, d), r(b, h, w, 4 * rk), r(4 * d, 4 * rk) * 0.5, -(r(4 * d, 1).abs() + 0.05),
+            r(b, h, w, 4, 1), r(b, h, w, 4, 1), r(4 * d), r(4 * d).abs() * 0.3]
+
+    def projected(x, dts, W, A, B, C, D, bias):
+        delta = F.linear(dts, W).view(b, h, w, 4, d)
+        return cross_selective_scan(x, delta, A, B, C, D=D, delta_bias=bias, channels_last=True,
+                                    backend='ref')
+
+    def fused(x, dts, W, A, B, C, D, bias):
+        return cross_selective_scan_dt_proj(x, dts, W, A, B, C, D=D, delta_bias=bias,
+                                            backend='ref')
+    results = []
+    for fn in (projected, fused):
+        leaves = [t.clone().requires_grad_() for t in args]
+        y = fn(*leaves)
+        results.append([y] + list(torch.autograd.grad((y * y).sum(), leaves)))
+    for got, want in zip(*results[::-1]):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match=r'dt_weight \(4 d, 4 r\)'):
+        cross_selective_scan_dt_proj(args[0], args[1], args[2][:, :-1], *args[3:6])
+    with pytest.raises(ValueError, match=r'x must be a \(b, h, w, d\) map'):
+        cross_selective_scan_dt_proj(args[0][0], *args[1:6])
 
 
 def test_cross_scan_directions():

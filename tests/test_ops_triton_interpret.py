@@ -160,6 +160,42 @@ SCRIPT = textwrap.dedent('''
         cross_scan_fwd, (*[t.clone().requires_grad_() for t in args], True, True),
         test_utils=('test_schema', 'test_faketensor', 'test_autograd_registration'))
     assert all(v == 'SUCCESS' for v in checks.values()), checks
+    # the cross op with delta made inside (VMamba's recompute_delta): the same values and
+    # gradients as projecting first (bf16 inputs and autocast-like rounding of the weight), and
+    # its forward keeps dts for the backward, not the (b, h, w, 4, d) delta the composition keeps
+    b_, h_, w_, d_, r_ = 2, 5, 7, 8, 2
+    dp = [r(b_, h_, w_, d_), r(b_, h_, w_, 4 * r_), r(4 * d_, 4 * r_) * 0.5,
+          -(r(4 * d_, 1).abs() + 0.05), r(b_, h_, w_, 4, 1), r(b_, h_, w_, 4, 1), r(4 * d_),
+          r(4 * d_).abs() * 0.3]
+    dp = [t.bfloat16() if i in (0, 1, 4, 5) else t for i, t in enumerate(dp)]
+    def projected(x, dts, W, A, B, C, D, bias):
+        delta = torch.nn.functional.linear(dts, W.bfloat16()).unflatten(-1, (4, d_))
+        return st.cross_selective_scan_triton(x, delta, A, B, C, D=D, delta_bias=bias,
+                                              channels_last=True)
+    def fused(x, dts, W, A, B, C, D, bias):
+        return st.cross_selective_scan_dt_proj_triton(x, dts, W, A, B, C, D=D, delta_bias=bias)
+    cot_dp = [r(b_, h_, w_, d_)]
+    want, got = grads(projected, dp, cot_dp), grads(fused, dp, cot_dp)
+    assert [t.dtype for t in got] == [t.dtype for t in want]
+    worst = max(worst, max(rel(a, b) for a, b in zip(got, want)))
+    def saved_shapes(fn):
+        shapes = []
+        def pack(t):
+            shapes.append(tuple(t.shape))
+            return t
+        leaves = [t.clone().requires_grad_() for t in dp]
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn(*leaves)
+        return shapes
+    delta_shape = (b_, h_, w_, 4, d_)
+    assert delta_shape in saved_shapes(projected)
+    assert delta_shape not in saved_shapes(fused), saved_shapes(fused)
+    from mmvision_ssm.ops import cross_selective_scan_dt_proj
+    try:
+        cross_selective_scan_dt_proj(dp[0], dp[1][..., :-1], *dp[2:6], backend='triton')
+        raise AssertionError('a dts of the wrong width passed')
+    except ValueError as err:
+        assert 'dt_weight (4 d, 4 r)' in str(err), err
     print(f'worst rel. error {worst:.2e} (seed {seed})')
     assert worst < 1e-4, f'worst rel. error {worst:.2e} (seed {seed})'
 ''')

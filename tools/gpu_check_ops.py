@@ -18,6 +18,7 @@ import random
 import sys
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -150,6 +151,32 @@ def check_cross(case, dtype, gen):
     got = run(lambda **a: cross_selective_scan(**a, backend='triton'), low, kw, cot)
     return _errs(got, want)
 
+
+def check_cross_dt_proj(case, dtype, gen):
+    """``cross_selective_scan_dt_proj`` (delta rebuilt in the backward) against projecting
+    first and calling the cross op, both on the GPU backends: the same values and gradients."""
+    from mmvision_ssm.ops import cross_selective_scan_dt_proj
+    b, d, h, w, rk = case
+    dev = 'cuda'
+
+    def r(*s, scale=1.0):
+        return (torch.randn(*s, generator=gen) * scale).to(dev)
+    leaves = dict(x=r(b, h, w, d).to(dtype), dts=r(b, h, w, 4 * rk).to(dtype),
+                  dt_weight=r(4 * d, 4 * rk, scale=0.3), A=-(r(4 * d, 1).abs() + 0.05),
+                  B=r(b, h, w, 4, 1).to(dtype), C=r(b, h, w, 4, 1).to(dtype), D=r(4 * d),
+                  delta_bias=r(4 * d).abs() * 0.3 - 2)
+    cot = [r(b, h, w, d).to(dtype).float()]
+
+    def projected(x, dts, dt_weight, **kw):
+        delta = F.linear(dts, dt_weight.to(dts.dtype)).unflatten(-1, (4, d))
+        return cross_selective_scan(x, delta, **kw, channels_last=True)
+    want = run(projected, leaves, {}, cot)
+    poison()
+    got = run(cross_selective_scan_dt_proj, leaves, {}, cot)
+    return _errs(got, want)
+
+
+CROSS_DT_CASES = [(8, 96, 28, 28, 6), (3, 20, 17, 23, 2)]  # (b, d, h, w, dt_rank)
 
 LN_CASES = [(37, 96), (4096, 96), (1000, 768), (5, 200), (257, 3)]  # (rows, width)
 
@@ -301,6 +328,10 @@ def main():
             record('cross', case + (override,), torch.bfloat16, 'triton',
                    lambda: check_cross(case, torch.bfloat16, gen))
         st.CONFIG_OVERRIDE.clear()
+    for case in CROSS_DT_CASES if args.only in (None, 'cross') else []:
+        for dtype in (torch.float32, torch.bfloat16):
+            record('crossdt', case, dtype, 'triton',
+                   lambda: check_cross_dt_proj(case, dtype, gen))
     for case in LN_CASES if args.only in (None, 'lnorm') else []:
         for dtype in (torch.float32, torch.bfloat16):
             record('lnorm', case, dtype, 'triton', lambda: check_layer_norm(case, dtype, gen))

@@ -7,6 +7,9 @@ Backends (``backend=`` argument or ``$MMVISION_SSM_SCAN_BACKEND``; automatic whe
 ``triton`` fused CUDA kernels (GPU default), ``mamba_ssm`` mamba-ssm's CUDA kernel when installed.
 Triton is imported only when the triton backend runs.
 """
+import torch
+import torch.nn.functional as F
+
 from .common import check_scan_inputs
 from .cross import check_cross_inputs, cross_merge, cross_scan, cross_selective_scan_composed
 from .dispatch import BACKENDS, ENV_VAR, resolve_backend
@@ -79,8 +82,47 @@ def cross_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softp
                                          channels_last=channels_last)
 
 
+def cross_selective_scan_dt_proj(x, dts, dt_weight, A, B, C, D=None, delta_bias=None,
+                                 delta_softplus=True, backend=None):
+    """:func:`cross_selective_scan` on channels-last maps with delta made from a projection:
+    ``delta = (dts @ dt_weight.T).unflatten(-1, (4, d))`` at every pixel (VMamba's dt
+    projection, its four directions as one block-diagonal weight).
+
+    Args:
+        x: (b, h, w, d).  dts: (b, h, w, 4 r).  dt_weight: (4 d, 4 r).  The rest as in
+            :func:`cross_selective_scan` (channels-last).
+
+    Same values and gradients as projecting first and calling :func:`cross_selective_scan`;
+    the Triton backend keeps ``dts`` for the backward and recomputes delta there (4 r instead of
+    4 d values a pixel: VMamba's dt_rank is d / 16), the others project and compose.
+    """
+    if x.dim() != 4:
+        raise ValueError(f'x must be a (b, h, w, d) map, got shape {tuple(x.shape)}')
+    b, h, w, d = x.shape
+    if dts.dim() != 4 or dts.shape[:3] != x.shape[:3] or dt_weight.dim() != 2 or \
+            dt_weight.shape != (4 * d, dts.shape[-1]):
+        raise ValueError(
+            f'cross_selective_scan_dt_proj: dts must be (b, h, w, 4 r) over x\'s (b, h, w) = '
+            f'{tuple(x.shape[:3])} and dt_weight (4 d, 4 r) = ({4 * d}, {dts.shape[-1]}); got '
+            f'dts {tuple(dts.shape)}, dt_weight {tuple(dt_weight.shape)}')
+    name = resolve_backend(backend, x.device, x.dtype, A.shape[1])
+    if name == 'triton':
+        # delta's shape is right by construction: a meta tensor stands in for it
+        check_cross_inputs(x, torch.empty(b, h, w, 4, d, device='meta'), A, B, C, D,
+                           delta_bias, True)
+        from .scan_triton import cross_selective_scan_dt_proj_triton
+        return cross_selective_scan_dt_proj_triton(x, dts, dt_weight, A, B, C, D=D,
+                                                   delta_bias=delta_bias,
+                                                   delta_softplus=delta_softplus)
+    delta = F.linear(dts, dt_weight).unflatten(-1, (4, d))
+    return cross_selective_scan(x, delta, A, B, C, D=D, delta_bias=delta_bias,
+                                delta_softplus=delta_softplus, channels_last=True,
+                                backend=name)
+
+
 __all__ = [
     'BACKENDS', 'ENV_VAR', 'selective_scan', 'cross_scan', 'cross_merge', 'cross_selective_scan',
+    'cross_selective_scan_dt_proj',
     'selective_scan_ref', 'selective_scan_torch', 'selective_scan_flops',
     'cross_selective_scan_flops', 'selective_scan_flop_handle', 'resolve_backend',
     'release_scratch',

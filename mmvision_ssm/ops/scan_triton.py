@@ -19,6 +19,7 @@ the same for the adjoint in the backward. Measurements: docs/benchmarks.md.
 """
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -879,6 +880,54 @@ class _CrossScanTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy):
         return (*cross_backward(gy.contiguous(), *ctx.saved_tensors, *ctx.meta), None, None)
+
+
+def _dt_projection(dts, weight):
+    """delta (b, h, w, 4, d) = dts (b, h, w, 4 r) @ weight (4 d, 4 r)^T, per pixel."""
+    return F.linear(dts, weight).unflatten(-1, (4, -1))
+
+
+class _CrossScanDtProjTriton(torch.autograd.Function):
+    """The channels-last cross op with delta = dts @ weight^T made inside: the backward keeps
+    dts (4 dt_rank values a pixel) and recomputes delta (4 d values a pixel) with the same GEMM
+    instead of keeping it -- VMamba-T keeps 4 maps of d less per block."""
+
+    @staticmethod
+    def forward(ctx, x, dts, weight, A, B, C, D, delta_bias, delta_softplus):
+        # the weight in dts' dtype: what autocast's linear would multiply with, and what the
+        # backward's GEMM (outside autocast) must use to rebuild delta bit for bit
+        w = weight.to(dts.dtype)
+        x, dts, B, C = x.contiguous(), dts.contiguous(), B.contiguous(), C.contiguous()
+        y, states = cross_forward(x, _dt_projection(dts, w), A, B, C, D, delta_bias,
+                                  delta_softplus, True)
+        ctx.save_for_backward(x, dts, w, A, B, C, D, delta_bias, states)
+        ctx.meta = (delta_softplus, weight.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, dts, w, A, B, C, D, delta_bias, states = ctx.saved_tensors
+        softplus, w_dtype = ctx.meta
+        gx, gdelta, gA, gB, gC, gD, gbias = cross_backward(
+            gy.contiguous(), x, _dt_projection(dts, w), A, B, C, D, delta_bias, states,
+            softplus, True)
+        gdelta = gdelta.flatten(-2)  # (b, h, w, 4 d)
+        gdts = gdelta @ w
+        gw = (gdelta.flatten(0, -2).t() @ dts.flatten(0, -2)).to(w_dtype)
+        return gx, gdts, gw, gA, gB, gC, gD, gbias, None
+
+
+def cross_selective_scan_dt_proj_triton(x, dts, dt_weight, A, B, C, D=None, delta_bias=None,
+                                        delta_softplus=True):
+    """:func:`cross_selective_scan_triton` on channels-last maps with delta = dts @ dt_weight^T
+    (see :class:`_CrossScanDtProjTriton`); under torch.compile the projection and the cross op's
+    custom op are left to the compiler."""
+    if torch.compiler.is_compiling():
+        return cross_selective_scan_triton(x, _dt_projection(dts, dt_weight), A, B, C, D=D,
+                                           delta_bias=delta_bias, delta_softplus=delta_softplus,
+                                           channels_last=True)
+    return _CrossScanDtProjTriton.apply(x, dts, dt_weight, A, B, C, D, delta_bias,
+                                        delta_softplus)
 
 
 def cross_selective_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,

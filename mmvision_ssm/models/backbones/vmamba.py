@@ -34,7 +34,7 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ...ops import cross_selective_scan
+from ...ops import cross_selective_scan, cross_selective_scan_dt_proj
 from ...ops.dwconv_silu import dwconv_silu
 from ..layers import LayerNorm, init_linear_and_layernorm, pre_norm_mlp
 from .base import DenseBackbone, check_arch
@@ -185,6 +185,7 @@ class SS2D(nn.Module):
         d_conv: depthwise conv kernel size. conv_bias: bias in that conv.
         gated: multiply the output by SiLU(z) from a second half of ``in_proj`` (vanilla v0).
         scan_backend: forwarded to the scan op (None: chosen by device/dtype).
+        recompute_delta: keep dts, not delta, for the backward (see :class:`VMamba`).
     """
 
     num_directions = 4
@@ -192,13 +193,14 @@ class SS2D(nn.Module):
     def __init__(self, dim: int, ssm_ratio: float = 2.0, d_state: int = 1, dt_rank='auto',
                  d_conv: int = 3, conv_bias: bool = False, gated: bool = False,
                  dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
-                 scan_backend: str | None = None):
+                 scan_backend: str | None = None, recompute_delta: bool = False):
         super().__init__()
         k = self.num_directions
         inner = int(ssm_ratio * dim)
         self.d_inner, self.d_state, self.gated = inner, int(d_state), gated
         self.dt_rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
         self.scan_backend = scan_backend
+        self.recompute_delta = recompute_delta
 
         self.in_proj = nn.Linear(dim, inner * (2 if gated else 1), bias=False)
         self.conv = nn.Conv2d(inner, inner, d_conv, padding=(d_conv - 1) // 2, groups=inner,
@@ -250,11 +252,18 @@ class SS2D(nn.Module):
         # The weight is one masked broadcast, (4, d, 1, r) x (4, 1, 4, 1) -> (4d, 4r): two
         # kernels forward and backward, where torch.block_diag launches one per block.
         dt_weight = (self.dt_proj_weight.unsqueeze(2) * self.direction_eye).view(k * d, k * r)
-        delta = F.linear(dts.reshape(b, h, w, k * r), dt_weight).view(b, h, w, k, d)
-        y = cross_selective_scan(
-            x, delta, -torch.exp(self.A_log.float()), Bs, Cs, D=self.D.float(),
-            delta_bias=self.dt_proj_bias.reshape(-1).float(), delta_softplus=True,
-            channels_last=True, backend=self.scan_backend)
+        scan_args = dict(D=self.D.float(), delta_bias=self.dt_proj_bias.reshape(-1).float(),
+                         delta_softplus=True, backend=self.scan_backend)
+        if self.recompute_delta and torch.is_grad_enabled():
+            # the scan keeps the dt projection's input for its backward, not delta (4 r
+            # instead of 4 d values a pixel), and rebuilds delta there
+            y = cross_selective_scan_dt_proj(x, dts.reshape(b, h, w, k * r), dt_weight,
+                                             -torch.exp(self.A_log.float()), Bs, Cs,
+                                             **scan_args)
+        else:
+            delta = F.linear(dts.reshape(b, h, w, k * r), dt_weight).view(b, h, w, k, d)
+            y = cross_selective_scan(x, delta, -torch.exp(self.A_log.float()), Bs, Cs,
+                                     channels_last=True, **scan_args)
         y = self.out_norm(y.to(x.dtype))
         if self.gated:
             y = y * self.act(z)
@@ -317,6 +326,11 @@ class VMamba(DenseBackbone):
         with_cp: activation checkpointing per block (saves memory, recomputes in backward).
         cuda_graph: graphed training forward/backward (:class:`DenseBackbone`).
         scan_backend: force a scan backend of :mod:`mmvision_ssm.ops` (None: automatic).
+        recompute_delta: in training, the cross scan keeps the dt projection's input and
+            rebuilds delta in its backward with one GEMM, instead of keeping delta (4 dt_rank
+            instead of 4 * d_inner values a pixel: 4 maps of d_inner less per block; Triton
+            backend, :func:`mmvision_ssm.ops.cross_selective_scan_dt_proj`). Same values and
+            gradients; off by default until measured on a GPU.
         fused_mlp: train the blocks' norm + MLP through ``ops.norm_mlp`` (keeps half the MLP's
             activations for backward; same outputs and gradients, see
             ``models.layers.pre_norm_mlp``); False runs the modules.
@@ -334,7 +348,8 @@ class VMamba(DenseBackbone):
                  drop_path_rate: float | None = None, with_cp: bool = False,
                  frozen_stages: int = -1, norm_eval: bool = False, scan_backend: str | None = None,
                  fused_mlp: bool = True, pretrained: str | None = None,
-                 init_cfg: dict | None = None, cuda_graph: bool = False):
+                 init_cfg: dict | None = None, cuda_graph: bool = False,
+                 recompute_delta: bool = False):
         s = _resolve_arch(arch)
         self.num_stages = len(s['depths'])
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
@@ -358,7 +373,8 @@ class VMamba(DenseBackbone):
             self.patch_embed = PatchEmbedV1(in_channels, self.dims[0])
         ssm_kwargs = dict(ssm_ratio=s['ssm_ratio'], d_state=s['d_state'], dt_rank=s['dt_rank'],
                           d_conv=s['d_conv'], conv_bias=s['conv_bias'],
-                          gated=s['forward_type'] == 'v0', scan_backend=scan_backend)
+                          gated=s['forward_type'] == 'v0', scan_backend=scan_backend,
+                          recompute_delta=recompute_delta)
         self.stages = nn.ModuleList()
         for i, depth in enumerate(s['depths']):
             blocks = [VSSBlock(self.dims[i], drop_path=float(dpr[i][j]), mlp_ratio=s['mlp_ratio'],
