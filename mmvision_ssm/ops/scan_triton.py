@@ -883,8 +883,11 @@ class _CrossScanTriton(torch.autograd.Function):
 
 
 def _dt_projection(dts, weight):
-    """delta (b, h, w, 4, d) = dts (b, h, w, 4 r) @ weight (4 d, 4 r)^T, per pixel."""
-    return F.linear(dts, weight).unflatten(-1, (4, -1))
+    """delta (b, h, w, 4, d) = dts (b, h, w, 4 r) @ weight (4 d, 4 r)^T, per pixel, in the
+    inputs' own dtypes whatever the autocast state (the forward runs under the caller's
+    autocast, the backward outside it: both must build the same delta)."""
+    with torch.autocast(dts.device.type, enabled=False):
+        return F.linear(dts, weight).unflatten(-1, (4, -1))
 
 
 class _CrossScanDtProjTriton(torch.autograd.Function):
@@ -894,8 +897,8 @@ class _CrossScanDtProjTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, dts, weight, A, B, C, D, delta_bias, delta_softplus):
-        # the weight in dts' dtype: what autocast's linear would multiply with, and what the
-        # backward's GEMM (outside autocast) must use to rebuild delta bit for bit
+        # the weight in dts' dtype: what autocast's linear multiplies bf16 dts with, and what
+        # the backward's GEMM uses to rebuild delta bit for bit
         w = weight.to(dts.dtype)
         x, dts, B, C = x.contiguous(), dts.contiguous(), B.contiguous(), C.contiguous()
         y, states = cross_forward(x, _dt_projection(dts, w), A, B, C, D, delta_bias,
