@@ -34,8 +34,13 @@ def test_layout_rule_by_programs_per_sm():
     assert gc.tile(dict(gc.LAYOUT, WPC_D=4)) == (128, 8)
 
 
-def test_applies_only_where_gluon_runs():
+def test_applies_only_where_gluon_runs(monkeypatch):
     cuda = torch.device('cuda')
+    monkeypatch.delenv(gc.ENV_VAR, raising=False)
+    assert gc.applies(1, 3136, cuda)
+    monkeypatch.setenv(gc.ENV_VAR, '0')  # the switch back to the Triton kernels
+    assert not gc.applies(1, 3136, cuda)
+    monkeypatch.setenv(gc.ENV_VAR, '1')
     assert gc.applies(1, 3136, cuda)
     assert not gc.applies(16, 3136, cuda)  # d_state 16: the Triton kernels
     assert not gc.applies(1, 3136, torch.device('cpu'))  # no CPU interpreter for Gluon

@@ -66,11 +66,18 @@ def pick_layout(bsz, CH, sms, override=None):
     return dict(LAYOUT)
 
 
+#: ``MMVISION_SSM_GLUON=0`` keeps the cross op on the Triton kernels (Gluon is experimental:
+#: a way around a Triton release whose Gluon misbehaves, without editing code)
+ENV_VAR = 'MMVISION_SSM_GLUON'
+
+
 def applies(n, L, device):
     """Whether these kernels can run the cross op: d_state 1, a CUDA device (Gluon has no CPU
-    interpreter) and a map small enough for the fp32 pixel arithmetic."""
+    interpreter), a map small enough for the fp32 pixel arithmetic, and not switched off by
+    ``$MMVISION_SSM_GLUON``."""
     return (SUPPORTED and n == 1 and device is not None and device.type == 'cuda'
-            and L < MAX_TOKENS and os.environ.get('TRITON_INTERPRET', '0') in ('', '0'))
+            and L < MAX_TOKENS and os.environ.get('TRITON_INTERPRET', '0') in ('', '0')
+            and os.environ.get(ENV_VAR, '1') != '0')
 
 
 def _common_args(u3, dt4, B4, C4, L, HH, WW, CH, nchunk):
