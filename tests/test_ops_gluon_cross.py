@@ -35,6 +35,8 @@ def test_layout_rule_by_programs_per_sm():
 
 
 def test_applies_only_where_gluon_runs(monkeypatch):
+    if not gc.SUPPORTED:
+        pytest.skip(f'Triton {triton.__version__}: the Gluon kernels need >= 3.6')
     cuda = torch.device('cuda')
     monkeypatch.delenv(gc.ENV_VAR, raising=False)
     assert gc.applies(1, 3136, cuda)
@@ -55,6 +57,38 @@ def test_pick_config_sends_cpu_and_overrides_to_triton():
     try:  # a 'gluon' entry forced on a device where Gluon cannot run is ignored as well
         st.CONFIG_OVERRIDE.update(gluon={})
         assert 'gluon' not in st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cpu)
+    finally:
+        st.CONFIG_OVERRIDE.clear()
+
+
+def test_pick_config_on_cuda_takes_gluon_by_programs(monkeypatch):
+    # a CUDA device with an H100's 132 SMs, without one: the rule as _pick_config applies it
+    if not gc.SUPPORTED:
+        pytest.skip(f'Triton {triton.__version__}: the Gluon kernels need >= 3.6')
+    monkeypatch.setattr(st, 'sm_count', lambda device, interpreter_sms: SMS)
+    monkeypatch.delenv(gc.ENV_VAR, raising=False)
+    cuda = torch.device('cuda')
+    cfg = st._pick_config(1, 96, 56 * 56, 4, True, bsz=64, device=cuda)  # VMamba-T stage 1
+    assert cfg['gluon'] == gc.LAYOUT and (cfg['BLOCK_D'], cfg['BLOCK_L']) == (32, 32)
+    assert cfg['split'] and cfg['atomic'] and not cfg['chunk_par']
+    cfg = st._pick_config(1, 192, 64 * 64, 4, True, bsz=8, device=cuda)  # 512^2 b8 stage 2
+    assert cfg['gluon'] == gc.FEW_PROGRAMS_LAYOUT and cfg['BLOCK_L'] == 64
+    for few in (dict(N=1, HD=192, L=100 * 168, bsz=2), dict(N=1, HD=384, L=50 * 84, bsz=2)):
+        # 1344x800 b2 stages 2 and 3: too few programs -> the Triton kernels
+        cfg = st._pick_config(few['N'], few['HD'], few['L'], 4, True, bsz=few['bsz'],
+                              device=cuda)
+        assert 'gluon' not in cfg
+    assert 'gluon' not in st._pick_config(1, 96, 3136, 4, False, bsz=64, device=cuda)  # NCHW
+    assert 'gluon' not in st._pick_config(16, 96, 3136, 4, True, bsz=64, device=cuda)  # n 16
+    monkeypatch.setenv(gc.ENV_VAR, '0')
+    assert 'gluon' not in st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cuda)
+    monkeypatch.delenv(gc.ENV_VAR)
+    try:
+        st.CONFIG_OVERRIDE.update(BLOCK_D=8)  # a Triton tile forced: the Triton kernels
+        assert 'gluon' not in st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cuda)
+        st.CONFIG_OVERRIDE.update(gluon=dict(TPW_D=8))  # and a Gluon layout forced
+        cfg = st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cuda)
+        assert cfg['gluon']['TPW_D'] == 8 and (cfg['BLOCK_D'], cfg['BLOCK_L']) == (8, 128)
     finally:
         st.CONFIG_OVERRIDE.clear()
 
