@@ -349,6 +349,18 @@ def test_cross_scan_dt_proj_matches_projecting_first():
         cross_selective_scan_dt_proj(args[0][0], *args[1:6])
 
 
+def test_dt_projection_under_autocast():
+    # the Triton path's projection (also its torch.compile branch): bf16 dts with the fp32
+    # weight under autocast give autocast's own bf16 result, and the same without autocast
+    st = pytest.importorskip('mmvision_ssm.ops.scan_triton')
+    dts, w = torch.randn(2, 3, 5, 8).bfloat16(), torch.randn(16, 8)
+    want = F.linear(dts, w.bfloat16()).unflatten(-1, (4, 4))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = st._dt_projection(dts, w)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    assert torch.equal(st._dt_projection(dts, w), want)
+
+
 def test_cross_scan_directions():
     x = torch.arange(2 * 3 * 4, dtype=F64).view(1, 2, 3, 4)
     xs = cross_scan(x)

@@ -883,11 +883,12 @@ class _CrossScanTriton(torch.autograd.Function):
 
 
 def _dt_projection(dts, weight):
-    """delta (b, h, w, 4, d) = dts (b, h, w, 4 r) @ weight (4 d, 4 r)^T, per pixel, in the
-    inputs' own dtypes whatever the autocast state (the forward runs under the caller's
-    autocast, the backward outside it: both must build the same delta)."""
+    """delta (b, h, w, 4, d) = dts (b, h, w, 4 r) @ weight (4 d, 4 r)^T, per pixel, in dts'
+    dtype whatever the autocast state: the weight rounded to it, as autocast's linear would
+    for bf16 dts (the forward runs under the caller's autocast, the backward outside it: both
+    must build the same delta)."""
     with torch.autocast(dts.device.type, enabled=False):
-        return F.linear(dts, weight).unflatten(-1, (4, -1))
+        return F.linear(dts, weight.to(dts.dtype)).unflatten(-1, (4, -1))
 
 
 class _CrossScanDtProjTriton(torch.autograd.Function):
