@@ -252,18 +252,16 @@ class SS2D(nn.Module):
         # The weight is one masked broadcast, (4, d, 1, r) x (4, 1, 4, 1) -> (4d, 4r): two
         # kernels forward and backward, where torch.block_diag launches one per block.
         dt_weight = (self.dt_proj_weight.unsqueeze(2) * self.direction_eye).view(k * d, k * r)
+        dts, A = dts.reshape(b, h, w, k * r), -torch.exp(self.A_log.float())
         scan_args = dict(D=self.D.float(), delta_bias=self.dt_proj_bias.reshape(-1).float(),
                          delta_softplus=True, backend=self.scan_backend)
         if self.recompute_delta and torch.is_grad_enabled():
             # the scan keeps the dt projection's input for its backward, not delta (4 r
             # instead of 4 d values a pixel), and rebuilds delta there
-            y = cross_selective_scan_dt_proj(x, dts.reshape(b, h, w, k * r), dt_weight,
-                                             -torch.exp(self.A_log.float()), Bs, Cs,
-                                             **scan_args)
+            y = cross_selective_scan_dt_proj(x, dts, dt_weight, A, Bs, Cs, **scan_args)
         else:
-            delta = F.linear(dts.reshape(b, h, w, k * r), dt_weight).view(b, h, w, k, d)
-            y = cross_selective_scan(x, delta, -torch.exp(self.A_log.float()), Bs, Cs,
-                                     channels_last=True, **scan_args)
+            delta = F.linear(dts, dt_weight).view(b, h, w, k, d)
+            y = cross_selective_scan(x, delta, A, Bs, Cs, channels_last=True, **scan_args)
         y = self.out_norm(y.to(x.dtype))
         if self.gated:
             y = y * self.act(z)
