@@ -37,7 +37,7 @@
 #   hostprof     wall vs kernel ms, launches and host time per op of a training step (b64), ours
 #                and official VMamba-T / MambaVision-T / MLLA-T
 #   mempeak      tools/memory_peak.py: live GPU memory at a training step's peak by allocation
-#                site, ours and official ($MEM_MODELS), 224^2 b64
+#                site, ours and official ($MEM_MODELS), per $MEM_CASES (default 64:224x224)
 #   hostcost     tools/host_overhead.py: host time per call of our ops, bare Triton launches,
 #                cProfile of the Python side
 #   ab, profab   $AB_MODELS (e.g. "ours:MambaVision rev:HEAD:MambaVision", revisions exported
@@ -228,11 +228,16 @@ PY
         ours:MambaVision:T official:mamba_vision ours:MLLA:tiny official:mlla --mode train \
         --batch 64 --steps 3 --top 6 --cpu-top 25 --out "$OUT/hostprof.json"
     fi ;;
-  mempeak)  # what is alive at the training step's memory peak, by allocation site ($MEM_MODELS)
+  mempeak)  # what is alive at the training step's memory peak, by allocation site ($MEM_MODELS),
+            # per case in $MEM_CASES (batch:HxW, default 64:224x224; results mempeak_<case>.json)
     wait_build
-    step 240 mempeak python3 tools/memory_peak.py --models ${MEM_MODELS:-ours:MambaVision:T \
-      official:mamba_vision ours:MLLA:tiny official:mlla ours:VMamba:tiny official:vmamba} \
-      --batch 64 --top 25 --out "$OUT/mempeak.json" ;;
+    for case in ${MEM_CASES:-64:224x224}; do
+      hw=${case#*:}
+      step 240 "mempeak_$case" python3 tools/memory_peak.py --models ${MEM_MODELS:-ours:MambaVision:T \
+        official:mamba_vision ours:MLLA:tiny official:mlla ours:VMamba:tiny official:vmamba} \
+        --batch "${case%%:*}" --size "${hw%x*}" "${hw#*x}" --top 25 \
+        --out "$OUT/mempeak_${case//:/_}.json"
+    done ;;
   hostcost)
     step 120 host_overhead python3 tools/host_overhead.py --calls 200 --profile 15 ;;
   ab)  # this tree against an exported revision (tools/export_revision.sh), alternating

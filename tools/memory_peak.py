@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os.path as osp
 import sys
@@ -72,6 +73,10 @@ def record_step(model, batch, shape, dtype, warmup) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
+    # A CUDA-graphed step's activations live in the graphs' private pools, allocated at
+    # capture: a replay allocates nothing, so the allocated peak misses them. The reserved
+    # peak after empty_cache (which keeps pools in use) counts them for every model alike.
+    reserved_before = torch.cuda.memory_reserved()
     torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks='python')
     try:
         step()
@@ -82,6 +87,8 @@ def record_step(model, batch, shape, dtype, warmup) -> dict:
     trace = snap['device_traces'][torch.cuda.current_device()]
     res = peak_breakdown(trace, before)
     res['max_memory_allocated'] = torch.cuda.max_memory_allocated()
+    res['max_memory_reserved'] = torch.cuda.max_memory_reserved()
+    res['reserved_before_bytes'] = reserved_before
     return res
 
 
@@ -100,16 +107,22 @@ def main(argv=None):
     from benchmark import build_spec
     results = {}
     for spec in args.models:
+        leftover = torch.cuda.memory_reserved()
         model = build_spec(spec).cuda()
         res = record_step(model, args.batch, tuple(args.size), args.dtype, args.warmup)
+        res['reserved_at_build_bytes'] = leftover
         results[spec] = res
         print(f"\n== {spec}: peak {res['peak_bytes'] / MIB:.1f} MiB (allocator max "
-              f"{res['max_memory_allocated'] / MIB:.1f}); before the step "
-              f"{res['before_bytes'] / MIB:.1f} MiB; event {res['peak_event']} of "
-              f"{res['events']}", flush=True)
+              f"{res['max_memory_allocated'] / MIB:.1f}, reserved max "
+              f"{res['max_memory_reserved'] / MIB:.1f}); before the step "
+              f"{res['before_bytes'] / MIB:.1f} MiB allocated, "
+              f"{res['reserved_before_bytes'] / MIB:.1f} reserved; left by earlier models "
+              f"{leftover / MIB:.1f} MiB; event {res['peak_event']} of {res['events']}",
+              flush=True)
         for site, nbytes in res['sites'][:args.top]:
             print(f'  {nbytes / MIB:9.1f} MiB  {site}')
         del model
+        gc.collect()  # a graphed model's graphs and pools sit in reference cycles
         torch.cuda.empty_cache()
     if args.out:
         with open(args.out, 'w') as f:
