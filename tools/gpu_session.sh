@@ -11,6 +11,7 @@
 #   sweepcp      the cross op's chunk-serial against its chunk-parallel kernels (1344x800 b2, 512^2 b8,
 #                224^2 b128 stage shapes)
 #   checkcross   the cross-op kernels only (all seven cases, float32 + bfloat16)
+#   checkplain   the plain-scan checks only (Triton; mamba-ssm too when built before)
 #   sweep        tools/sweep_cross_op.py --quick: cross-op launch configurations per stage shape
 #   sweepbwd     sweep_cross_op.py --bwd: the cross op's backward alone (224^2 b64 stages 1, 3)
 #   ncucross     Nsight Compute (--set full) on the cross op's forward and backward kernels
@@ -28,7 +29,8 @@
 #   prof_mv_hires  kernel and host-time breakdown, ours vs official MambaVision-T, 1344x800 b2
 #   benchscan    tools/bench_scan.py: Triton vs mamba-ssm vs torch scans, cross op vs copy BW
 #   benchscang   benchscan on CUDA-graph replays (GPU time alone, no host launch work)
-#   sweepstates  launch configurations of the states-parallel (n >= 2) scan kernels
+#   sweepstates  launch configurations of the plain scan: the states-parallel (n >= 2) kernels,
+#                and the one-state tiles at VMamba's shape
 #   cmp_vmamba, cmp_mv, cmp_mlla, cmp_vit
 #                tools/compare_backbones.py: ours next to the official code (timm for ViT-B and
 #                MViTv2-T), alternating, medians over rounds; 224^2, 1344x800 b2, 512^2 b8
@@ -86,7 +88,8 @@ for s in "$@"; do
   check)
     step 200 check_ops python3 tools/gpu_check_ops.py --quick --out "$OUT/check_ops.json" ;;
   graphtest)
-    step 300 graph_test python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py ;;
+    step 330 graph_test python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
+      tests/test_cuda_graph_ddp.py ;;
   checkln)
     step 60 check_ln python3 tools/gpu_check_ops.py --only lnorm --out "$OUT/check_ln.json" ;;
   checknmlp)
@@ -112,6 +115,8 @@ for s in "$@"; do
     sweep_shapes
     step 300 sweep_gluon python3 tools/sweep_cross_op.py --gluon --out "$OUT/sweep_gluon.json" \
       --shapes "${shapes[@]}" ;;
+  checkplain)
+    step 200 check_plain python3 tools/gpu_check_ops.py --only plain --out "$OUT/check_plain.json" ;;
   checkcross)
     step 120 check_cross python3 tools/gpu_check_ops.py --only cross --out "$OUT/check_cross.json" ;;
   profile)

@@ -17,8 +17,13 @@ What the caller accepts with it:
   passes, which also update BatchNorm statistics and draw random numbers -- and memory for the
   graph's private pool; after ``MAX_GRAPHS`` signatures further ones run eagerly (a fixed
   training size, as UperNet's crops or classification, graphs once);
-* one process per GPU without ``torch.distributed`` (checked: the capture's warm-up passes
-  compute gradients outside the distributed wrapper's bookkeeping).
+* under ``DistributedDataParallel`` (``tools/dist_train.sh``) the graphed backward hands
+  every backbone gradient to autograd at once, when its graph has replayed: the buckets of
+  the backbone are all-reduced after it rather than overlapping it (the heads' still overlap).
+  The capture's warm-up passes take gradients with ``torch.autograd.grad``, which leaves the
+  wrapper's hooks alone (tests/test_cuda_graph_ddp.py: graphed DDP steps equal eager ones
+  and the ranks stay identical). Wrappers that move or shard parameters (FSDP) would force
+  a new capture every step.
 
 Inference (no autograd recorded, any train/eval mode) replays a graph of the forward alone
 (``torch.cuda.graph``), per input signature as above and in a cache of its own: at detection
@@ -47,8 +52,8 @@ GRAPHED_LN_MIN_TRITON_NUMEL_GRAD = 1 << 20
 
 
 class _EagerForward(nn.Module):
-    """The backbone's eager forward as a module of its own: ``make_graphed_callables`` replaces
-    the forward of the module it is given and graphs that module's parameters."""
+    """The backbone's eager forward as a module of its own, for ``functional_call`` (which
+    calls a module, and the backbone's own forward would take the graphs)."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -77,9 +82,6 @@ class BackboneGraphs:
     def __setstate__(self, state):
         self.__init__(state['max_graphs'])
 
-    def _check(self, backbone: nn.Module):
-        """Raise where graphs cannot serve this process."""
-
     def _capture(self, backbone: nn.Module, x: torch.Tensor, amp: bool):
         """A callable x -> outputs replaying a graph captured for x's signature."""
         raise NotImplementedError
@@ -87,7 +89,6 @@ class BackboneGraphs:
     def __call__(self, backbone: nn.Module, x: torch.Tensor):
         """The outputs of ``backbone``'s forward through its graph, or None where the step
         should run eagerly (too many signatures)."""
-        self._check(backbone)
         params = tuple((p.data_ptr(), p.requires_grad) for p in backbone.parameters())
         amp = torch.is_autocast_enabled('cuda')
         key = (tuple(x.shape), x.dtype, x.device, x.requires_grad, amp,
@@ -111,14 +112,7 @@ class BackboneGraphs:
 
 
 class TrainingGraphs(BackboneGraphs):
-    """The training forward+backward (``make_graphed_callables``), one process per GPU."""
-
-    def _check(self, backbone: nn.Module):
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            raise RuntimeError(
-                f'{type(backbone).__name__}: cuda_graph=True runs in one process per GPU '
-                'without torch.distributed for now; set cuda_graph=False for distributed '
-                'training')
+    """The training forward+backward (``make_graphed_callables``)."""
 
     def _capture(self, backbone: nn.Module, x: torch.Tensor, amp: bool):
         return _capture_training(backbone, x, amp)
@@ -161,6 +155,22 @@ def _capture_inference(backbone: nn.Module, x: torch.Tensor, amp: bool):
 
 
 def _capture_training(backbone: nn.Module, x: torch.Tensor, amp: bool):
+    trainable = [(f'backbone.{n}', p) for n, p in backbone.named_parameters() if p.requires_grad]
+    names = tuple(n for n, _ in trainable)
+    params = tuple(p for _, p in trainable)
+    # The capture runs on detached aliases of the parameters (same storage), so its autograd
+    # graph ends in gradient accumulators of its own: DistributedDataParallel holds the
+    # parameters' accumulators, made on the default stream, and autograd would make the
+    # capture wait on that stream (an error while capturing). The replays take the real
+    # parameters as inputs -- at the aliases' addresses, so nothing is copied -- and their
+    # gradients reach the parameters' accumulators and the wrapper's hooks as usual.
+    aliases = tuple(p.detach().requires_grad_() for p in params)
+    module = _EagerForward(backbone)
+
+    def forward(inp, *weights):
+        return torch.func.functional_call(module, dict(zip(names, weights)), (inp,))
+
     with _capture_autocast(amp):
-        return torch.cuda.make_graphed_callables(_EagerForward(backbone), (x,),
-                                                 allow_unused_input=True)
+        graphed = torch.cuda.make_graphed_callables(forward, (x, *aliases),
+                                                    allow_unused_input=True)
+    return lambda inp: graphed(inp, *params)
