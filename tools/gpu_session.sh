@@ -15,6 +15,7 @@
 #   sweep        tools/sweep_cross_op.py --quick: cross-op launch configurations per stage shape
 #   sweepbwd     sweep_cross_op.py --bwd: the cross op's backward alone (224^2 b64 stages 1, 3)
 #   ncucross     Nsight Compute (--set full) on the cross op's forward and backward kernels
+#   ncustates    the same on the states-parallel plain-scan kernels at n = 16 (tools/scan_once.py)
 #   profile      tools/profile_backbone.py: kernel breakdown of ours VMamba-T at 224^2
 #   compile      ours VMamba-T and MLLA-T under torch.compile (benchmark harness)
 #   profiletrain kernel breakdown of a training step: ours VMamba-T, ours ViT-B, timm ViT-B
@@ -108,6 +109,10 @@ for s in "$@"; do
       step 300 ncu_cross ncu --target-processes all -k regex:_scan_ --launch-skip 2 \
         --launch-count 2 --set full python3 tools/sweep_cross_op.py --once 2 --shapes "$sh"
     done ;;
+  ncustates)  # Nsight Compute on the states-parallel scan kernels (n = 16, MambaVision-T s3),
+              # the second iteration's forward and backward
+    step 240 ncu_states ncu -k regex:_states_ --launch-skip 2 --launch-count 2 --set full \
+      python3 tools/scan_once.py --shape 64 160 196 16 ;;
   sweepcp)  # chunk-serial vs chunk-parallel cross-op kernels at the small-batch / large-map shapes
     step 330 sweep_cp python3 tools/sweep_cross_op.py --chunk-par --reps 10 --out "$OUT/sweep_cp.json" \
       --shapes "1344x800 b2 s1" "1344x800 b2 s2" "1344x800 b2 s3" "512 b8 s1" "224 b128 s1" ;;
