@@ -491,6 +491,13 @@ CL_PROGRAMS_PER_SM = {8: 2.5, 4: 1.0}
 #: states-parallel kernels (N >= 2): elements of the (N, BLOCK_L) tile and warps per program
 STATES_TILE = 4096
 STATES_NUM_WARPS = 4
+#: sequences up to this length (MambaVision's windows) take 64-token chunks in one warp: the
+#: (N, 256) tile over 4 warps spilled in the backward at n = 16 (255 registers, 12.5 %
+#: occupancy, run BU); GPU time at MambaVision-T stage 3 (b64, 196 tokens) fell 23 % at n 8
+#: (0.305 -> 0.235 ms f+b) and 5 % at n 16 (0.637 -> 0.609) in the sweeps of runs BP, BV, BW;
+#: as the default, run BX: 0.239 and 0.613 ms
+STATES_SHORT_L = 256
+STATES_SHORT = dict(BLOCK_L=64, num_warps=1)
 
 
 #: chunk-parallel kernels (one chunk per program: summaries, a scan over the chunks, outputs)
@@ -537,6 +544,8 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
         # one (batch, channel) per program, an (N, BLOCK_L) tile of at most STATES_TILE
         cfg = dict(states=True, BLOCK_D=1, num_warps=STATES_NUM_WARPS, atomic=True, split=False,
                    BLOCK_L=max(16, min(next_pow2(L), STATES_TILE // N)))
+        if L <= STATES_SHORT_L:
+            cfg.update(STATES_SHORT, BLOCK_L=min(STATES_SHORT['BLOCK_L'], max(16, next_pow2(L))))
         cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k in ('BLOCK_L', 'num_warps')})
         return cfg
     if K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
