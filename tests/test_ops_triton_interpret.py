@@ -94,11 +94,11 @@ SCRIPT = textwrap.dedent('''
     cfg = st._pick_config(1, 384, 196, 4, True, bsz=128, device=cpu)  # short: one chunk
     assert cfg['split'] and cfg['BLOCK_D'] == 8 and cfg['BLOCK_L'] == 256
     assert not st._pick_config(1, 96, 3136, 1, False, bsz=2, device=cpu)['split']  # plain scan
-    # several states (MambaVision, n = 16, 196 tokens): the states-parallel kernels, 64-token
+    # several states (MambaVision, n = 16, 196 tokens): the states-parallel kernels, 16-token
     # chunks in one warp up to 256 tokens, then tiles of 4096 elements in 4 warps
     cfg = st._pick_config(16, 160, 196, 1, False, bsz=64, device=cpu)
-    assert cfg['states'] and (cfg['BLOCK_L'], cfg['num_warps']) == (64, 1)
-    assert st._pick_config(8, 160, 20, 1, False, bsz=64, device=cpu)['BLOCK_L'] == 32
+    assert cfg['states'] and (cfg['BLOCK_L'], cfg['num_warps']) == (16, 1)
+    assert st._pick_config(8, 160, 7, 1, False, bsz=64, device=cpu)['BLOCK_L'] == 16
     cfg = st._pick_config(16, 160, 1050, 1, False, bsz=2, device=cpu)
     assert (cfg['BLOCK_L'], cfg['num_warps']) == (256, 4)
     assert not st._pick_config(1, 160, 196, 1, False, bsz=64, device=cpu).get('states')

@@ -491,13 +491,14 @@ CL_PROGRAMS_PER_SM = {8: 2.5, 4: 1.0}
 #: states-parallel kernels (N >= 2): elements of the (N, BLOCK_L) tile and warps per program
 STATES_TILE = 4096
 STATES_NUM_WARPS = 4
-#: sequences up to this length (MambaVision's windows) take 64-token chunks in one warp: the
+#: sequences up to this length (MambaVision's windows) take 16-token chunks in one warp: the
 #: (N, 256) tile over 4 warps spilled in the backward at n = 16 (255 registers, 12.5 %
-#: occupancy, run BU); GPU time at MambaVision-T stage 3 (b64, 196 tokens) fell 23 % at n 8
-#: (0.305 -> 0.235 ms f+b) and 5 % at n 16 (0.637 -> 0.609) in the sweeps of runs BP, BV, BW;
-#: as the default, run BX: 0.239 and 0.613 ms
+#: occupancy, run BU), and smaller tiles spill less (64-token chunks still spilled, run BY).
+#: GPU time at MambaVision-T stage 3 (b64, 196 tokens), f+b: n 16 0.640 -> 0.377 ms, n 8
+#: 0.310 -> 0.201 (sweep of run BY; 64-token chunks 0.613 / 0.237); as the default, run BZ:
+#: 0.372 / 0.201 ms against mamba-ssm's 0.331 / 0.190
 STATES_SHORT_L = 256
-STATES_SHORT = dict(BLOCK_L=64, num_warps=1)
+STATES_SHORT = dict(BLOCK_L=16, num_warps=1)
 
 
 #: chunk-parallel kernels (one chunk per program: summaries, a scan over the chunks, outputs)
