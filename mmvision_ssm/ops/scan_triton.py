@@ -491,9 +491,9 @@ CL_PROGRAMS_PER_SM = {8: 2.5, 4: 1.0}
 #: states-parallel kernels (N >= 2): elements of the (N, BLOCK_L) tile and warps per program
 STATES_TILE = 4096
 STATES_NUM_WARPS = 4
-#: sequences up to this length (MambaVision's windows) take 16-token chunks in one warp: the
-#: (N, 256) tile over 4 warps spilled in the backward at n = 16 (255 registers, 12.5 %
-#: occupancy, run BU), and smaller tiles spill less (64-token chunks still spilled, run BY).
+#: sequences up to this length (MambaVision's windows) take 16-token chunks in one warp, the
+#: fastest tile swept: the (N, 256) tile over 4 warps spilled in the backward at n = 16 (255
+#: registers, 12.5 % occupancy, run BU), 64-token chunks in one warp still did (run BY).
 #: GPU time at MambaVision-T stage 3 (b64, 196 tokens), f+b: n 16 0.640 -> 0.377 ms, n 8
 #: 0.310 -> 0.201 (sweep of run BY; 64-token chunks 0.613 / 0.237); as the default, run BZ:
 #: 0.372 / 0.201 ms against mamba-ssm's 0.331 / 0.190
@@ -546,7 +546,7 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
         cfg = dict(states=True, BLOCK_D=1, num_warps=STATES_NUM_WARPS, atomic=True, split=False,
                    BLOCK_L=max(16, min(next_pow2(L), STATES_TILE // N)))
         if L <= STATES_SHORT_L:
-            cfg.update(STATES_SHORT, BLOCK_L=min(STATES_SHORT['BLOCK_L'], max(16, next_pow2(L))))
+            cfg.update(STATES_SHORT)
         cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k in ('BLOCK_L', 'num_warps')})
         return cfg
     if K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
