@@ -35,11 +35,12 @@ step "checking the interpreter ($PY)"
 step "checking free disk space"
 # A fresh CUDA torch in a virtual environment takes ~6.1 GB; pip then fails half way through with
 # "No space left on device". Say so before anything is written.
-"$PY" - <<'PYEOF' || fail "not enough free disk space (the line above says where and how much)"
-import importlib.metadata as md, shutil, sys, sysconfig
+TORCH_PIN="$TORCH_PIN" "$PY" - <<'PYEOF' || fail "not enough free disk space (the line above says where and how much)"
+import importlib.metadata as md, os, shutil, sys, sysconfig
 site = sysconfig.get_paths()["purelib"]
+torch_version = os.environ["TORCH_PIN"].split()[0].split("==")[1]  # the pinned torch
 try:
-    have_torch = md.version("torch").split("+")[0] == "2.14.1"
+    have_torch = md.version("torch").split("+")[0] == torch_version
 except md.PackageNotFoundError:
     have_torch = False
 need_gb = 0.5 if have_torch else 6.5

@@ -1,5 +1,6 @@
 """Run the plain selective scan's forward+backward a few times at one shape, nothing else: the
-target process for profilers (Nsight Compute / Systems) of the scan kernels.
+target process for profilers (Nsight Compute / Systems) of the scan kernels. The inputs and
+the call are tools/bench_scan.py's, so a profile matches what that script times.
 
     ncu -k regex:_states_ --launch-skip 2 --launch-count 2 --set full \
         python tools/scan_once.py --shape 64 160 196 16
@@ -8,11 +9,12 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import torch  # noqa: E402
+from bench_scan import fwd_bwd_closures, load_mamba_ssm, scan_fn, scan_inputs  # noqa: E402
 
-from mmvision_ssm.ops import selective_scan  # noqa: E402
+GRADS = ['u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias']
 
 
 def main():
@@ -24,19 +26,14 @@ def main():
     p.add_argument('--backend', default='triton')
     args = p.parse_args()
     b, d, l, n = args.shape  # noqa: E741
-    dev, dt = 'cuda', torch.bfloat16
-    gen = torch.Generator(device='cpu').manual_seed(0)
-    bc = (b, n, l) if args.groups is None else (b, args.groups, n, l)
-    u, delta = (torch.randn(b, d, l, generator=gen).to(dev, dt).requires_grad_()
-                for _ in range(2))
-    B, C = (torch.randn(*bc, generator=gen).to(dev, dt).requires_grad_() for _ in range(2))
-    A = -torch.rand(d, n, generator=gen).to(dev)
-    D, bias = torch.ones(d, device=dev), torch.zeros(d, device=dev)
-    gy = torch.randn(b, d, l, generator=gen).to(dev, dt)
+    mamba_fn = load_mamba_ssm() if args.backend == 'mamba_ssm' else None
+    if args.backend == 'mamba_ssm' and mamba_fn is None:
+        raise SystemExit('--backend mamba_ssm: mamba-ssm is not importable '
+                         '(set MMVISION_SSM_MAMBA_SRC to its in-place build)')
+    inputs = scan_inputs(b, d, l, n, args.groups, torch.bfloat16, 'cuda')
+    _, fwd_bwd = fwd_bwd_closures(scan_fn(args.backend, mamba_fn), inputs, GRADS)
     for _ in range(args.iters):
-        y = selective_scan(u, delta, A, B, C, D=D, delta_bias=bias, delta_softplus=True,
-                           backend=args.backend)
-        torch.autograd.grad(y, [u, delta, B, C], gy)
+        fwd_bwd()
     torch.cuda.synchronize()
     print(f'ran {args.iters} x f+b at b={b} d={d} l={l} n={n} ({args.backend})')
 
