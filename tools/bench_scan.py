@@ -15,6 +15,7 @@ compares ``torch`` with the sequential ``ref`` at the same shapes with a CPU-siz
 """
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -79,6 +80,23 @@ def time_cuda(fn, reps, warmup=5):
     return statistics.median(times)
 
 
+def time_interleaved(closures, reps, warmup=5):
+    """{backend: (fwd ms, f+b ms)}, medians of ``reps`` rounds that time one call of each
+    backend's fwd and f+b in turn (each as :func:`time_cuda` times it): the GPU machines' hosts
+    drift by tens of percent within minutes, and interleaving makes the drift hit every
+    backend alike instead of whichever ran during a slow spell."""
+    for fwd, fwd_bwd in closures.values():
+        for _ in range(warmup):
+            fwd()
+            fwd_bwd()
+    times = {be: ([], []) for be in closures}
+    for _ in range(reps):
+        for be, fns in closures.items():
+            for fn, acc in zip(fns, times[be]):
+                acc.append(time_cuda(fn, 1, warmup=0))
+    return {be: (statistics.median(tf), statistics.median(tfb)) for be, (tf, tfb) in times.items()}
+
+
 def time_cuda_graph(fn, reps, warmup=5):
     """:func:`time_cuda` of replays of ``fn`` captured in a CUDA graph: the GPU time alone.
     Eager timing of a call whose kernels take tens of microseconds measures the host's launch
@@ -117,14 +135,24 @@ def scan_inputs(b, d, l, n, g, dtype, device, seed=0):  # noqa: E741
 
 
 def scan_fn(backend, mamba_fn):
+    """``backend`` names ours (through ``selective_scan``), ``mamba_ssm``, or
+    ``triton@PACKAGE``: the Triton backend of a copy exported by tools/export_revision.sh."""
     if backend == 'mamba_ssm':
         def run(u, delta, A, B, C, D, delta_bias):
             return mamba_fn(u, delta, A, B, C, D, None, delta_bias, True)
         return run
+    scan, backend = selective_scan, backend
+    if '@' in backend:
+        backend, package = backend.split('@')
+        rev = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.snap',
+                           'rev')
+        if rev not in sys.path:
+            sys.path.insert(0, rev)
+        scan = importlib.import_module(f'{package}.ops').selective_scan
 
     def run(u, delta, A, B, C, D, delta_bias):
-        return selective_scan(u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=True,
-                              backend=backend)
+        return scan(u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=True,
+                    backend=backend)
     return run
 
 
@@ -155,8 +183,14 @@ def bench_plain(args, shapes, backends, mamba_fn, timer):
             inputs = scan_inputs(b, d, l, n, g, dtype, args.device)
             grads = ['u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias']
             res = {}
+            if args.interleave:  # the GPU backends in turn, round by round
+                fast = [be for be in backends if be not in ('torch', 'ref')
+                        and (be != 'mamba_ssm' or mamba_fn is not None)]
+                res.update(time_interleaved(
+                    {be: fwd_bwd_closures(scan_fn(be, mamba_fn), inputs, grads) for be in fast},
+                    args.reps))
             for be in backends:
-                if be == 'mamba_ssm' and mamba_fn is None:
+                if (be == 'mamba_ssm' and mamba_fn is None) or be in res:
                     continue
                 fwd, fwd_bwd = fwd_bwd_closures(scan_fn(be, mamba_fn), inputs, grads)
                 reps = args.reps if be != 'ref' else max(1, min(args.reps, 3))
@@ -315,11 +349,19 @@ def main():
     parser.add_argument('--sweep', action='store_true', help='time Triton launch configurations')
     parser.add_argument('--cuda-graph', action='store_true',
                         help='time CUDA-graph replays of each call (GPU time without the host)')
+    parser.add_argument('--interleave', action='store_true',
+                        help='plain scans on CUDA: time the GPU backends in turn, one call each '
+                             'per round (eager timing on a drifting host)')
+    parser.add_argument('--also-package', default=None,
+                        help='plain scans: also time the Triton backend of this exported copy '
+                             '(tools/export_revision.sh, e.g. mmvision_ssm_HEAD) in the same run')
     args = parser.parse_args()
     gpu = args.device == 'cuda'
     if args.cuda_graph and not gpu:
         raise SystemExit('--cuda-graph needs --device cuda')
     args.timer = (time_cuda_graph if args.cuda_graph else time_cuda) if gpu else time_cpu
+    if args.interleave and (not gpu or args.cuda_graph):
+        raise SystemExit('--interleave times eager CUDA calls: not with --cuda-graph or --device cpu')
     args.reps = args.reps or (30 if gpu else 3)
     args.dtypes = [getattr(torch, s) for s in (args.dtypes or ('bfloat16' if gpu else 'float32'))
                    .split(',')]
@@ -354,6 +396,8 @@ def main():
                 json.dump(dict(info=info, copy_GBps=args.copy_gbs, rows=rows), f, indent=1)
         return
     backends = ['triton', 'mamba_ssm', 'torch'] if gpu else ['torch', 'ref']
+    if args.also_package:
+        backends.insert(1, f'triton@{args.also_package}')
     rows = bench_plain(args, shapes, backends, mamba_fn, args.timer)
     if gpu and not args.no_cross:
         info['copy_GBps'] = copy_bandwidth(args.device, args.reps)

@@ -30,6 +30,8 @@
 #   prof_mv_hires  kernel and host-time breakdown, ours vs official MambaVision-T, 1344x800 b2
 #   benchscan    tools/bench_scan.py: Triton vs mamba-ssm vs torch scans, cross op vs copy BW
 #   benchscang   benchscan on CUDA-graph replays (GPU time alone, no host launch work)
+#   timeline     one plain-scan f+b at VMamba-T's stage-1 shape under torch.profiler: when the host
+#                issued each op and launch and when each kernel ran ($TL_BACKENDS)
 #   sweepstates  launch configurations of the plain scan: the states-parallel (n >= 2) kernels,
 #                and the one-state tiles at VMamba's shape
 #   cmp_vmamba, cmp_mv, cmp_mlla, cmp_vit
@@ -42,7 +44,8 @@
 #   mempeak      tools/memory_peak.py: live GPU memory at a training step's peak by allocation
 #                site, ours and official ($MEM_MODELS), per $MEM_CASES (default 64:224x224)
 #   hostcost     tools/host_overhead.py: host time per call of our ops, bare Triton launches,
-#                cProfile of the Python side
+#                cProfile of the Python side; $HOST_PACKAGES (default mmvision_ssm) adds revisions
+#                exported by tools/export_revision.sh (e.g. "mmvision_ssm mmvision_ssm_HEAD")
 #   ab, profab   $AB_MODELS (e.g. "ours:MambaVision rev:HEAD:MambaVision", revisions exported
 #                by tools/export_revision.sh, .snap carried) side by side, alternating
 #                ($AB_ROUNDS rounds; $AB_CASES, default 224^2 infer b128 + train b64, a case
@@ -211,13 +214,22 @@ PY
     step 200 sweep_states python3 tools/bench_scan.py --device cuda --sweep --no-cross --reps 20 \
       ${SWEEP_ARGS:-} --out "$OUT/sweep_states.json" ;;
   benchscan)  # the scan ops side by side: triton / mamba-ssm / torch, and the cross op vs copy BW
+    # ($BENCH_ARGS adds options, e.g. "--no-cross --also-package mmvision_ssm_HEAD")
     if wait_build; then
-      step 200 benchscan python3 tools/bench_scan.py --device cuda --reps 30 \
+      step 200 benchscan python3 tools/bench_scan.py --device cuda --reps 30 ${BENCH_ARGS:-} \
         --out "$OUT/bench_scan.json"
     fi ;;
+  timeline)  # host ops, launches and kernels of one plain-scan f+b (tools/scan_once.py
+    # --timeline) at VMamba-T stage 1 (b64, 4 groups, n 1), per backend in $TL_BACKENDS
+    wait_build || true
+    for be in ${TL_BACKENDS:-triton mamba_ssm}; do
+      step 60 "timeline $be" python3 tools/scan_once.py --shape 64 384 3136 1 --groups 4 \
+        --iters 5 --backend "$be" --timeline
+    done ;;
   benchscang)  # benchscan timing CUDA-graph replays: the GPU time of each call, no host work
     if wait_build; then
       step 200 benchscang python3 tools/bench_scan.py --device cuda --reps 30 --cuda-graph \
+        ${BENCH_ARGS:-} \
         --out "$OUT/bench_scan_graph.json"
     fi ;;
   cmp_mlla)
@@ -248,8 +260,12 @@ PY
         --batch "${case%%:*}" --size "${hw%x*}" "${hw#*x}" --top 25 \
         --out "$OUT/mempeak_${case//:/_}.json"
     done ;;
-  hostcost)
-    step 120 host_overhead python3 tools/host_overhead.py --calls 200 --profile 15 ;;
+  hostcost)  # after `build`: mamba-ssm's host cost too; $HOST_PACKAGES: exported revisions as well
+    [[ -n "$BUILD" ]] && { wait_build || true; }
+    for pkg in ${HOST_PACKAGES:-mmvision_ssm}; do
+      step 120 "host_overhead $pkg" python3 tools/host_overhead.py --calls 200 --profile 15 \
+        --package "$pkg"
+    done ;;
   ab)  # this tree against an exported revision (tools/export_revision.sh), alternating
     step 300 ab python3 tools/compare_backbones.py --models ${AB_MODELS:?set AB_MODELS} \
       ${AB_CASES:---case infer:128:224x224 --case train:64:224x224} \

@@ -1,16 +1,21 @@
 """Host (CPU) time per call of our ops on tiny CUDA inputs, where the GPU work is negligible and
 the host is the limit -- the cost every launch adds to a host-bound training step.
 
-    python tools/host_overhead.py [--calls 200] [--profile 12]
+    python tools/host_overhead.py [--calls 200] [--profile 12] [--package mmvision_ssm_HEAD]
 
 Prints microseconds per call for ATen references (F.layer_norm, nn.Linear) and our ops (Triton
 LayerNorm, plain and cross selective scan; forward and forward+backward), the cost of the bare
 Triton launch (``kernel[grid](...)``) against launching the compiled handle, and with
 ``--profile N`` the N most expensive Python functions (cProfile, own time) of our ops' f+b.
+``--package`` times a copy exported by ``tools/export_revision.sh`` (under ``.snap/rev``)
+instead, for a before/after on the same host.
 """
 import argparse
 import cProfile
+import importlib
 import io
+import os
+import sys
 import pstats
 import time
 
@@ -44,17 +49,26 @@ class Recorder:
 
 
 def bare_launch_costs(module, name, op, n):
-    """Host cost of re-launching ``module.name`` with the arguments ``op()`` used: through the
-    JIT entry point, and through the compiled kernel's own handle (no re-specialisation)."""
+    """Host cost of re-launching the kernel ``module.name`` with the arguments ``op()`` used:
+    through the JIT entry point, through the package's FastLaunch wrapper (``<name>_launch``
+    where the package has one, else None), and through the compiled kernel's own handle."""
     kernel = getattr(module, name)
+    launcher = getattr(module, name[:-len('_kernel')] + '_launch', None)
     rec = Recorder(kernel)
-    setattr(module, name, rec)
+    if launcher is not None:  # record what the wrapper launches, through the JIT
+        enabled, launcher.kernel, launcher.enabled = launcher.enabled, rec, False
+    else:
+        setattr(module, name, rec)
     try:
         op()
     finally:
-        setattr(module, name, kernel)
+        if launcher is not None:
+            launcher.kernel, launcher.enabled = kernel, enabled
+        else:
+            setattr(module, name, kernel)
     grid, args, kwargs = rec.calls[-1]
     jit_us = host_us(lambda: kernel[grid](*args, **kwargs), n)
+    fast_us = host_us(lambda: launcher[grid](*args, **kwargs), n) if launcher else None
     compiled = kernel.run(*args, grid=grid, warmup=False, **kwargs)
     launch_kwargs = {k: v for k, v in kwargs.items() if k in kernel.arg_names}
     ordered = list(args) + [launch_kwargs[k] for k in kernel.arg_names[len(args):]]
@@ -63,18 +77,34 @@ def bare_launch_costs(module, name, op, n):
         handle_us = host_us(lambda: handle(*ordered), n)
     except Exception as exc:  # the handle's calling convention differs between Triton versions
         handle_us = f'n/a ({type(exc).__name__}: {exc})'
-    return jit_us, handle_us, len(ordered)
+    return jit_us, fast_us, handle_us, len(ordered)
+
+
+def load_ops(package):
+    """The ``ops`` subpackage of ``package``: ours, or an exported revision under .snap/rev."""
+    if package != 'mmvision_ssm':
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), '.snap', 'rev'))
+    return importlib.import_module(f'{package}.ops')
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--calls', type=int, default=200)
     ap.add_argument('--profile', type=int, default=12, help='top N functions per op (0: off)')
+    ap.add_argument('--package', default='mmvision_ssm',
+                    help='package to time, e.g. mmvision_ssm_HEAD from export_revision.sh')
     args = ap.parse_args()
     n = args.calls
-    from mmvision_ssm.ops import cross_selective_scan, layer_norm_triton, scan_triton, \
-        selective_scan
-    from mmvision_ssm.ops.layer_norm import layer_norm
+    ops = load_ops(args.package)
+    cross_selective_scan, selective_scan = ops.cross_selective_scan, ops.selective_scan
+    layer_norm_triton = importlib.import_module(f'{args.package}.ops.layer_norm_triton')
+    scan_triton = importlib.import_module(f'{args.package}.ops.scan_triton')
+    scan_triton_states = importlib.import_module(f'{args.package}.ops.scan_triton_states')
+    layer_norm = importlib.import_module(f'{args.package}.ops.layer_norm').layer_norm
+    mamba_ssm_importable = importlib.import_module(
+        f'{args.package}.ops.dispatch').mamba_ssm_importable
+    print(f'package {args.package}')
 
     dev = 'cuda'
     x = torch.randn(64, 96, device=dev, requires_grad=True)
@@ -100,6 +130,21 @@ def main():
     Cp = torch.randn(2, 16, 49, device=dev, requires_grad=True)
     plain = lambda: selective_scan(u, dt, As, Bp, Cp, D=D[:160], delta_bias=bias[:160],  # noqa
                                    delta_softplus=True, backend='triton')
+    # the issue's VMamba case in miniature: one state, 4 groups of B/C, bf16 inputs
+    u1 = torch.randn(2, 96, 49, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    dt1 = torch.randn(2, 96, 49, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    A1 = (-torch.rand(96, 1, device=dev)).requires_grad_()
+    B1 = torch.randn(2, 4, 1, 49, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    C1 = torch.randn(2, 4, 1, 49, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    D1 = torch.ones(96, device=dev, requires_grad=True)
+    bias1 = torch.zeros(96, device=dev, requires_grad=True)
+    leaves1 = [u1, dt1, A1, B1, C1, D1, bias1]
+    gy1 = torch.randn_like(u1)
+
+    def plain1(backend):
+        return lambda: selective_scan(u1, dt1, A1, B1, C1, D=D1, delta_bias=bias1,
+                                      delta_softplus=True, backend=backend)
+    plain1_fb = lambda backend: (lambda: torch.autograd.grad(plain1(backend)(), leaves1, gy1))  # noqa
 
     cases = [
         ('nn.Linear fwd', lambda: lin(x)),
@@ -111,15 +156,18 @@ def main():
         ('ours layer_norm f+b (Triton)', lambda: torch.autograd.grad(ln_ours(), [x, w, b], g)),
         ('cross scan fwd (Triton)', cross),
         ('cross scan f+b (Triton)', lambda: torch.autograd.grad(cross(), [xs, dl, Bs, Cs], gy)),
+        ('plain scan n1 g4 bf16 fwd (Triton)', plain1('triton')),
+        ('plain scan n1 g4 bf16 f+b (Triton)', plain1_fb('triton')),
         ('plain scan n16 fwd (Triton)', plain),
         ('plain scan n16 f+b (Triton)', lambda: torch.autograd.grad(plain(), [u, dt, Bp, Cp],
                                                                     torch.ones_like(u))),
     ]
-    from mmvision_ssm.ops.dispatch import mamba_ssm_importable
     if mamba_ssm_importable():  # the baseline's host cost at the same inputs
         theirs = lambda: selective_scan(u, dt, As, Bp, Cp, D=D[:160], delta_bias=bias[:160],  # noqa
                                         delta_softplus=True, backend='mamba_ssm')
-        cases += [('plain scan n16 fwd (mamba-ssm)', theirs),
+        cases += [('plain scan n1 g4 bf16 fwd (mamba-ssm)', plain1('mamba_ssm')),
+                  ('plain scan n1 g4 bf16 f+b (mamba-ssm)', plain1_fb('mamba_ssm')),
+                  ('plain scan n16 fwd (mamba-ssm)', theirs),
                   ('plain scan n16 f+b (mamba-ssm)', lambda: torch.autograd.grad(
                       theirs(), [u, dt, Bp, Cp], torch.ones_like(u)))]
     print(f'{"op":34s} {"host us/call":>12s}')
@@ -127,17 +175,20 @@ def main():
         print(f'{name:34s} {host_us(fn, n):12.1f}', flush=True)
 
     print('\nbare Triton launches (the arguments of the op above):')
-    from mmvision_ssm.ops import scan_triton_states  # n >= 2 runs the states-parallel kernels
     for module, name, op in ((layer_norm_triton, '_ln_fwd_kernel', ln_ours),
                              (scan_triton, '_scan_fwd_kernel', cross),
                              (scan_triton_states, '_states_fwd_kernel', plain)):
-        jit_us, handle_us, nargs = bare_launch_costs(module, name, op, n)
+        jit_us, fast_us, handle_us, nargs = bare_launch_costs(module, name, op, n)
         handle = handle_us if isinstance(handle_us, str) else f'{handle_us:.1f} us'
-        print(f'  {name} ({nargs} args): kernel[grid](...) {jit_us:.1f} us, '
+        fast = 'n/a' if fast_us is None else f'{fast_us:.1f} us'
+        print(f'  {name} ({nargs} args): kernel[grid](...) {jit_us:.1f} us, FastLaunch {fast}, '
               f'compiled handle {handle}', flush=True)
 
     if args.profile:
-        for name, fn in (('ours layer_norm f+b', lambda: torch.autograd.grad(ln_ours(), [x, w, b],
+        for name, fn in (('plain scan n1 g4 bf16 f+b', plain1_fb('triton')),
+                         ('plain scan n16 f+b', lambda: torch.autograd.grad(
+                             plain(), [u, dt, Bp, Cp], torch.ones_like(u))),
+                         ('ours layer_norm f+b', lambda: torch.autograd.grad(ln_ours(), [x, w, b],
                                                                             g)),
                          ('cross scan f+b', lambda: torch.autograd.grad(cross(),
                                                                         [xs, dl, Bs, Cs], gy))):

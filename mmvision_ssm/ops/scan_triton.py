@@ -23,9 +23,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .common import as_grouped, cdiv, check_scan_inputs, next_pow2, sm_count
-from .cross import check_cross_inputs
+from .common import as_grouped, cast, cdiv, next_pow2, sm_count
 from .dispatch import opaque_to_compile
+from .triton_launch import FastLaunch
 
 # optional manual override for benchmarks and checks: dict(BLOCK_D=..., BLOCK_L=...,
 # num_warps=..., bwd_num_warps=..., atomic=..., split=..., chunk_par=..., states=...,
@@ -256,7 +256,7 @@ def _scan_bwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, gy_ptr, st_ptr, glast_ptr,
         gu_ptr, gacc_ptr, gdt_ptr, gB_ptr, gC_ptr, gz_ptr, gA_ptr, gD_ptr, gbias_ptr,
         lamc_ptr, sumQ_ptr, sumG_ptr,
-        L, HH, WW, CH, HD, NCHUNK, NBLK, NG, NPART,
+        L, HH, WW, CH, HD, NCHUNK, NBLK, NG,
         su_b, su_c, su_p, sdt_b, sdt_k, sdt_c, sdt_p,
         sB_b, sB_g, sB_n, sB_p, sC_b, sC_g, sC_n, sC_p,
         sz_b, sz_c, sz_p, sy_b, sy_c, sy_p, sa_b, sa_c, sa_p,
@@ -265,8 +265,8 @@ def _scan_bwd_kernel(
         SOFTPLUS: tl.constexpr, HAS_GLAST: tl.constexpr, GBC_ATOMIC: tl.constexpr,
         SPLIT_K: tl.constexpr, KLOOP: tl.constexpr, MODE: tl.constexpr):
     """Gradients; y-shaped tensors (gy, gz, gu) use the sy_* strides of u's layout, dt-shaped ones
-    (gdt) the sdt_* strides. gB/gC/gA/gD/gbias are per-program partial sums (fp32); gA/gD/gbias
-    rows are (batch, part), NPART parts per batch element.
+    (gdt) the sdt_* strides. gB/gC are summed with atomics (GBC_ATOMIC) or per-program partial
+    sums; gA/gD/gbias (K * CH, N) / (K * CH) are zeroed fp32, summed with atomics.
     MODE 0 walks the chunks backwards carrying the adjoint state. Chunk-parallel (one chunk per
     program, as in the forward): MODE 1 writes each chunk's adjoint summary from a zero carry --
     the product of its decays (sumQ) and its first adjoint state (sumG); MODE 2 reads the carry
@@ -426,14 +426,15 @@ def _scan_bwd_kernel(
                 _store_direction_sum(gu_ptr, y_off,
                                      gacc_ptr, b * sa_b + c[:, None] * sa_c + p[None, :] * sa_p,
                                      gu, m2, k, K, SPLIT_K)
-        # partials of the parameter gradients per (batch, part): (b * NPART, K * CH, N) and
-        # (b * NPART, K * CH); chunk-parallel programs write one part per chunk (c_lo)
+        # the parameter gradients (K * CH, N) and (K * CH), summed over the batch (and the
+        # chunks) here: one zeroed buffer on the host instead of partials and their sums
         if MODE != 1:
-            prow = b * NPART + c_lo
-            tl.store(gA_ptr + (prow * K * CH + arow[:, None]) * N + nidx[None, :], gA_acc,
-                     mask=cmask[:, None])
-            tl.store(gD_ptr + prow * K * CH + arow, gD_acc, mask=cmask)
-            tl.store(gbias_ptr + prow * K * CH + arow, gbias_acc, mask=cmask)
+            tl.atomic_add(gA_ptr + arow[:, None] * N + nidx[None, :], gA_acc,
+                          mask=cmask[:, None], sem='relaxed')
+            if HAS_D:
+                tl.atomic_add(gD_ptr + arow, gD_acc, mask=cmask, sem='relaxed')
+            if HAS_BIAS:
+                tl.atomic_add(gbias_ptr + arow, gbias_acc, mask=cmask, sem='relaxed')
         if K > 1 and not SPLIT_K:
             tl.debug_barrier()
 
@@ -476,6 +477,12 @@ def _chunk_carry_kernel(P_ptr, S_ptr, init_ptr, out_ptr, NCHUNK, N: tl.constexpr
         ok = valid & (nxt >= 0) & (nxt < NCHUNK)
         tl.store(out_ptr + base + nxt[:, None] * N + nidx[None, :], h, mask=ok[:, None])
         carry = tl.sum(tl.where(rows[:, None] == BLOCK_C - 1, h, 0.0), 0)
+
+
+# launched through FastLaunch: less host time per launch than the JIT's entry point
+_scan_fwd_launch = FastLaunch(_scan_fwd_kernel)
+_scan_bwd_launch = FastLaunch(_scan_bwd_kernel)
+_chunk_carry_launch = FastLaunch(_chunk_carry_kernel)
 
 
 #: the channels-first cross op splits its directions when it would launch fewer programs than
@@ -613,14 +620,37 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     return cfg
 
 
+_CONFIG_CACHE = {}
+
+
 def _config_for(u3, dt4, N, HD, K):
-    """:func:`_pick_config` for the kernels' views u3 (b, CH, L) and dt4 (b, K, CH, L)."""
-    return _pick_config(N, HD, u3.shape[2], K, channels_contiguous=dt4.stride(2) == 1,
-                        bsz=u3.shape[0], device=u3.device, CH=u3.shape[1])
+    """:func:`_pick_config` for the kernels' views u3 (b, CH, L) and dt4 (b, K, CH, L) (or
+    (b, CH, L) for one direction), cached
+    per shape while no override is set (the rule is ~60 us of Python on the GPU machines'
+    hosts, per call; the returned dict is shared, never modified)."""
+    bsz, CH, L = u3.shape
+    contiguous = dt4.stride(-2) == 1
+    if CONFIG_OVERRIDE:
+        return _pick_config(N, HD, L, K, contiguous, bsz=bsz, device=u3.device, CH=CH)
+    key = (N, HD, L, K, contiguous, bsz, u3.device, CH)
+    cfg = _CONFIG_CACHE.get(key)
+    if cfg is None:
+        if len(_CONFIG_CACHE) > 4096:  # e.g. detection's many image sizes: bounded
+            _CONFIG_CACHE.clear()
+        cfg = _CONFIG_CACHE[key] = _pick_config(N, HD, L, K, contiguous, bsz=bsz,
+                                                device=u3.device, CH=CH)
+    return cfg
 
 
 def _strides3(t):
     return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _dt_strides(dt):
+    """The kernels' (b, K, CH, L) strides of dt: a plain scan passes its (b, CH, L) delta as it
+    is (K = 1), without a view per call."""
+    s = dt.stride()
+    return s if len(s) == 4 else (s[0], 0, s[1], s[2])
 
 
 def _launch_carry(P, S, init, out, reverse):
@@ -628,7 +658,7 @@ def _launch_carry(P, S, init, out, reverse):
     summaries P, S (same layout) and the optional init (rows, N)."""
     nchunk, N = P.shape[-2], P.shape[-1]
     rows = P.numel() // (nchunk * N)
-    _chunk_carry_kernel[(rows,)](
+    _chunk_carry_launch[(rows,)](
         P, S, init if init is not None else P, out, nchunk, N=N,
         BLOCK_C=min(CARRY_BLOCK_C, max(16, next_pow2(nchunk))), REVERSE=reverse,
         HAS_INIT=init is not None, num_warps=4)
@@ -636,7 +666,8 @@ def _launch_carry(P, S, init, out, reverse):
 
 def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K, softplus,
                 want_last):
-    """u3/z3/y3/acc3: (b, CH, L) views; dt4 (b, K, CH, L); B4/C4 (b, G, N, L) (any strides)."""
+    """u3/z3/y3/acc3: (b, CH, L) views; dt4 (b, K, CH, L), or (b, CH, L) when K = 1; B4/C4
+    (b, G, N, L) (any strides)."""
     bsz = u3.shape[0]
     N = A.shape[1]
     cfg = _config_for(u3, dt4, N, HD, K)
@@ -653,18 +684,18 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
         return states, None, cfg
     if cfg.get('states'):
         from . import scan_triton_states
-        scan_triton_states.launch_fwd(u3, dt4[:, 0], A, B4, C4, D, bias, z3, y3, states,
+        scan_triton_states.launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, states,
                                       last if want_last else None, L, CH, HD, softplus, cfg)
         return states, (last if want_last else None), cfg
     dummy = states
 
     def launch(mode, chunks, sumP=dummy, sumS=dummy):
-        _scan_fwd_kernel[(cdiv(CH, bd), bsz, (K if split else 1) * chunks)](
+        _scan_fwd_launch[(cdiv(CH, bd), bsz, (K if split else 1) * chunks)](
             u3, dt4, A, B4, C4, D if D is not None else dummy,
             bias if bias is not None else dummy, z3 if z3 is not None else dummy, y3,
             acc3 if acc3 is not None else dummy, states, last, sumP, sumS,
             L, HH, WW, CH, HD, nchunk,
-            *_strides3(u3), *dt4.stride(), *B4.stride(), *C4.stride(),
+            *_strides3(u3), *_dt_strides(dt4), *B4.stride(), *C4.stride(),
             *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(y3),
             *(_strides3(acc3) if acc3 is not None else (0, 0, 0)),
             N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
@@ -683,8 +714,28 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
     return states, (last if want_last else None), cfg
 
 
+def _grad_buffers(bsz, ng, N, L, KCH, atomic, nblk, K, dev):
+    """fp32 gradient buffers for the backward kernels: gB, gC, gA (KCH, N), gD, gbias (KCH),
+    and gBC, gB and gC stacked (2, b, ng, N, L) when the kernels sum them with atomics (else
+    None: per channel block, (b, nblk, K, N, L) each). One zeroed allocation holds them all --
+    on the slow hosts of the GPU machines every separate allocation, zero fill and sum cost
+    10-40 us of the host time that bounds a small scan's step."""
+    bgnl = bsz * ng * N * L
+    if atomic:
+        flat = torch.zeros(2 * bgnl + KCH * (N + 2), device=dev, dtype=torch.float32)
+        # (split_with_sizes: Tensor.split is a Python wrapper with symbolic-shape checks)
+        gB, gC, gA, gD, gbias = flat.split_with_sizes((bgnl, bgnl, KCH * N, KCH, KCH))
+        return gB, gC, gA, gD, gbias, flat[:2 * bgnl].view(2, bsz, ng, N, L)
+    gB = torch.empty(bsz, nblk, K, N, L, device=dev, dtype=torch.float32)
+    gA, gD, gbias = torch.zeros(KCH * (N + 2), device=dev, dtype=torch.float32).split_with_sizes(
+        (KCH * N, KCH, KCH))
+    return gB, torch.empty_like(gB), gA, gD, gbias, None
+
+
 def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, CH, HD, K,
                 softplus, cfg, gu3, gdt4, gz3):
+    """Gradients: gu3, gdt4, gz3 written; returns gBC (2, b, NG, N, L) -- gB and gC stacked --
+    and gA (K * CH, N), gD, gbias (K * CH), all fp32."""
     bsz = u3.shape[0]
     N = A.shape[1]
     bd, bl = cfg['BLOCK_D'], cfg['BLOCK_L']
@@ -693,21 +744,15 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
     dev = u3.device
     ng = B4.shape[1]
     atomic, split = cfg['atomic'], cfg['split']
-    if atomic:  # summed in the kernel: (b, NG, N, L)
-        gB = torch.zeros(bsz, ng, N, L, device=dev, dtype=torch.float32)
-    else:  # per channel block, summed here: (b, NBLK, K, N, L)
-        gB = torch.empty(bsz, nblk, K, N, L, device=dev, dtype=torch.float32)
-    gC = torch.zeros_like(gB) if atomic else torch.empty_like(gB)
-    parts = bsz * (nchunk if cfg.get('chunk_par') else 1)  # rows of parameter-grad partials
-    gA = torch.empty(parts, K * CH, N, device=dev, dtype=torch.float32)
-    gD = torch.empty(parts, K * CH, device=dev, dtype=torch.float32)
-    gbias = torch.empty_like(gD)
+    gB, gC, gA, gD, gbias, gBC = _grad_buffers(bsz, ng, N, L, K * CH, atomic, nblk, K, dev)
+    # (views and casts of the results come after the launches: the host work before a launch
+    # is time the GPU waits in an eager step)
     if cfg.get('states'):
         from . import scan_triton_states
-        scan_triton_states.launch_bwd(u3, dt4[:, 0], A, B4, C4, D, bias, z3, gy3, states, glast,
-                                      L, CH, HD, softplus, cfg, gu3, gdt4[:, 0], gz3, gB, gC,
+        scan_triton_states.launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast,
+                                      L, CH, HD, softplus, cfg, gu3, gdt4, gz3, gB, gC,
                                       gA, gD, gbias)
-        return gB, gC, gA, gD, gbias
+        return gBC, gA.view(K * CH, N), gD, gbias
     gacc = None
     if split:  # fp32 sum of the directions' gu by atomics (zeroed), in gu3's layout
         gacc = torch.zeros(bsz, L, CH, device=dev, dtype=torch.float32).transpose(1, 2) \
@@ -718,17 +763,17 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
         scan_gluon_cross.launch_bwd(u3, dt4, A, B4, C4, D, bias, gy3, states, gacc, gdt4, gB,
                                     gC, gA, gD, gbias, L, HH, WW, CH, softplus, cfg['gluon'])
         gu3.copy_(gacc)
-        return gB, gC, gA, gD, gbias
+        return gBC, gA.view(K * CH, N), gD, gbias
     dummy = gA
 
     def launch(mode, chunks, lamc=dummy, sumQ=dummy, sumG=dummy):
-        _scan_bwd_kernel[(nblk, bsz, (K if split else 1) * chunks)](
+        _scan_bwd_launch[(nblk, bsz, (K if split else 1) * chunks)](
             u3, dt4, A, B4, C4, D if D is not None else dummy,
             bias if bias is not None else dummy, z3 if z3 is not None else dummy, gy3, states,
             glast if glast is not None else dummy, gu3, gacc if gacc is not None else dummy,
             gdt4, gB, gC, gz3 if gz3 is not None else dummy, gA, gD, gbias, lamc, sumQ, sumG,
-            L, HH, WW, CH, HD, nchunk, nblk, ng, gA.shape[0] // bsz,
-            *_strides3(u3), *dt4.stride(), *B4.stride(), *C4.stride(),
+            L, HH, WW, CH, HD, nchunk, nblk, ng,
+            *_strides3(u3), *_dt_strides(dt4), *B4.stride(), *C4.stride(),
             *(_strides3(z3) if z3 is not None else (0, 0, 0)), *_strides3(gy3),
             *(_strides3(gacc) if gacc is not None else (0, 0, 0)),
             N=N, K=K, BLOCK_D=bd, BLOCK_L=bl, HAS_D=D is not None, HAS_BIAS=bias is not None,
@@ -747,29 +792,31 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
         gu3.copy_(gacc)
     if not atomic:
         if K == 1:  # plain scan: channel blocks of one group are consecutive
-            gB = gB.view(bsz, ng, nblk // ng, N, L).sum(2)
-            gC = gC.view(bsz, ng, nblk // ng, N, L).sum(2)
+            gBC = torch.stack((gB, gC)).view(2, bsz, ng, nblk // ng, N, L).sum(3)
         else:
-            gB, gC = gB.sum(1), gC.sum(1)
-    return gB, gC, gA, gD, gbias
+            gBC = torch.stack((gB, gC)).sum(2)
+    return gBC, gA.view(K * CH, N), gD, gbias
 
 
 # ----------------------------------------------------------------------------- plain scan
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
+    """Inputs as :func:`mmvision_ssm.ops.selective_scan` checked them. Host time matters here:
+    at VMamba's shapes a forward+backward is ~1 ms of GPU work, and on the GPU machines' slow
+    hosts each tensor operation around the kernels costs 10-40 us, so this does as few as it can
+    (docs/benchmarks.md, runs CB-)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-        b, d, l, n, g = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+        d, l = u.shape[1], u.shape[2]  # noqa: E741
+        g = 1 if B.dim() == 3 else B.shape[1]
         u, delta = u.contiguous(), delta.contiguous()
         z = z.contiguous() if z is not None else None
         Bg, Cg = as_grouped(B, 'B').contiguous(), as_grouped(C, 'C').contiguous()
-        Af = A.float().contiguous()
-        Df = D.float().contiguous() if D is not None else None
-        biasf = delta_bias.float().contiguous() if delta_bias is not None else None
+        Af, Df, biasf = _f32(A), _f32(D), _f32(delta_bias)
         y = torch.empty_like(u)
-        states, last, cfg = _launch_fwd(u, delta.unsqueeze(1), Af, Bg, Cg, Df, biasf, z, y, None,
+        states, last, cfg = _launch_fwd(u, delta, Af, Bg, Cg, Df, biasf, z, y, None,
                                         l, 1, 1, d, d // g, 1, delta_softplus, return_last_state)
         ctx.save_for_backward(u, delta, Af, Bg, Cg, Df, z, biasf, states)
         ctx.meta = (delta_softplus, cfg, g, B.dim(), A.dtype, B.dtype, C.dtype,
@@ -782,25 +829,37 @@ class _SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, gy, glast=None):
         u, delta, Af, Bg, Cg, Df, z, biasf, states = ctx.saved_tensors
         softplus, cfg, g, bdim, a_dt, b_dt, c_dt, d_dt, bias_dt = ctx.meta
-        b, d, l = u.shape
+        b, d, l = u.shape  # noqa: E741
         gy = torch.zeros_like(u) if gy is None else gy.contiguous()
         glast = glast.float().contiguous() if glast is not None else None
         gu = torch.empty_like(u)
         gdelta = torch.empty_like(delta)
         gz = torch.empty_like(z) if z is not None else None
-        gB, gC, gA, gD, gbias = _launch_bwd(
-            u, delta.unsqueeze(1), Af, Bg, Cg, Df, biasf, z, gy, states, glast,
-            l, 1, 1, d, d // g, 1, softplus, cfg, gu, gdelta.unsqueeze(1), gz)
-        if bdim == 3:
-            gB, gC = gB[:, 0], gC[:, 0]
-        return (gu, gdelta, gA.sum(0).to(a_dt), gB.to(b_dt), gC.to(c_dt),
-                None if Df is None else gD.sum(0).to(d_dt), gz,
-                None if biasf is None else gbias.sum(0).to(bias_dt), None, None)
+        gBC, gA, gD, gbias = _launch_bwd(
+            u, delta, Af, Bg, Cg, Df, biasf, z, gy, states, glast,
+            l, 1, 1, d, d // g, 1, softplus, cfg, gu, gdelta, gz)
+        gB, gC = _cast_pair(gBC[:, :, 0] if bdim == 3 else gBC, b_dt, c_dt)
+        return (gu, gdelta, cast(gA, a_dt), gB, gC, None if Df is None else cast(gD, d_dt), gz,
+                None if biasf is None else cast(gbias, bias_dt), None, None)
+
+
+def _f32(t):
+    """A parameter (A, D, delta_bias) as the kernels read it: contiguous fp32 (None stays)."""
+    return None if t is None else cast(t, torch.float32).contiguous()
+
+
+def _cast_pair(pair, dtype0, dtype1):
+    """pair[0] in dtype0 and pair[1] in dtype1, with one cast when the dtypes agree."""
+    if dtype0 == dtype1:
+        return cast(pair, dtype0).unbind(0)
+    return cast(pair[0], dtype0), cast(pair[1], dtype1)
 
 
 @opaque_to_compile
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                           delta_softplus=False, return_last_state=False):
+    """The Triton backend of :func:`mmvision_ssm.ops.selective_scan`, which checks the inputs
+    (this does not: it runs once per scan call)."""
     return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                       return_last_state)
 
@@ -808,33 +867,40 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 # ----------------------------------------------------------------------------- cross scan
 
 
-def _cross_views(x, delta, B, C, channels_last):
-    """The kernels' (b, CH, L) / (b, 4, c, L) views of contiguous cross-op tensors."""
-    if channels_last:  # (b, h, w, d), (b, h, w, 4, d), (b, h, w, 4, n)
-        bsz, hh, ww, d = x.shape
-        L = hh * ww
-        return (x.view(bsz, L, d).transpose(1, 2), delta.view(bsz, L, 4, d).permute(0, 2, 3, 1),
-                B.view(bsz, L, 4, -1).permute(0, 2, 3, 1),
-                C.view(bsz, L, 4, -1).permute(0, 2, 3, 1))
-    bsz, d, hh, ww = x.shape  # (b, d, h, w), (b, 4, d, h, w), (b, 4, n, h, w)
-    L = hh * ww
-    return (x.view(bsz, d, L), delta.view(bsz, 4, d, L), B.view(bsz, 4, -1, L),
-            C.view(bsz, 4, -1, L))
+def _map_view(t, channels_last):
+    """The kernels' (b, CH, L) view of a contiguous x-shaped map: (b, h, w, CH) or (b, CH, h, w)."""
+    if channels_last:
+        bsz, hh, ww, ch = t.shape
+        return t.view(bsz, hh * ww, ch).transpose(1, 2)
+    bsz, ch, hh, ww = t.shape
+    return t.view(bsz, ch, hh * ww)
+
+
+def _dir_view(t, channels_last):
+    """The kernels' (b, 4, c, L) view of a contiguous per-direction map (delta, B, C):
+    (b, h, w, 4, c) or (b, 4, c, h, w)."""
+    if channels_last:
+        bsz, hh, ww, k, c = t.shape
+        return t.view(bsz, hh * ww, k, c).permute(0, 2, 3, 1)
+    bsz, k, c, hh, ww = t.shape
+    return t.view(bsz, k, c, hh * ww)
 
 
 def cross_states_shape(x, delta, A, B, C, channels_last):
     """Shape of the saved chunk-start states of :func:`cross_forward` (for fake tensors)."""
-    x3, dt4, _, _ = _cross_views(x, delta, B, C, channels_last)
+    x3, dt4 = _map_view(x, channels_last), _dir_view(delta, channels_last)
     bsz, d, L = x3.shape
     n = A.shape[1]
     return (bsz, 4, d, cdiv(L, _config_for(x3, dt4, n, d, 4)['BLOCK_L']), n)
 
 
 def cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last):
-    """The fused cross scan's forward on contiguous inputs: (y, fp32 chunk-start states)."""
-    bsz, d, hh, ww, n = check_cross_inputs(x, delta, A, B, C, D, delta_bias, channels_last)
+    """The fused cross scan's forward on contiguous inputs as
+    :func:`mmvision_ssm.ops.cross_selective_scan` checked them: (y, fp32 chunk-start states)."""
+    bsz, hh, ww, d = x.shape if channels_last else (x.shape[0], *x.shape[2:], x.shape[1])
     L = hh * ww
-    x3, dt4, B4, C4 = _cross_views(x, delta, B, C, channels_last)
+    x3, dt4 = _map_view(x, channels_last), _dir_view(delta, channels_last)
+    B4, C4 = _dir_view(B, channels_last), _dir_view(C, channels_last)
     y = torch.empty_like(x)
     if channels_last:
         y3 = y.view(bsz, L, d).transpose(1, 2)
@@ -842,11 +908,8 @@ def cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_las
     else:
         y3 = y.view(bsz, d, L)
         acc = torch.empty(bsz, d, L, device=x.device, dtype=torch.float32)
-    states, _, _ = _launch_fwd(
-        x3, dt4, A.float().contiguous(), B4, C4,
-        D.float().contiguous() if D is not None else None,
-        delta_bias.float().contiguous() if delta_bias is not None else None,
-        None, y3, acc, L, hh, ww, d, d, 4, delta_softplus, False)
+    states, _, _ = _launch_fwd(x3, dt4, _f32(A), B4, C4, _f32(D), _f32(delta_bias), None, y3,
+                               acc, L, hh, ww, d, d, 4, delta_softplus, False)
     return y, states
 
 
@@ -854,26 +917,30 @@ def cross_backward(gy, x, delta, A, B, C, D, delta_bias, states, delta_softplus,
     """Gradients of :func:`cross_forward` (contiguous gy): x, delta, A, B, C, D, delta_bias
     (None for an absent D / delta_bias), each in its input's dtype."""
     hh, ww = x.shape[1:3] if channels_last else x.shape[2:]
-    x3, dt4, B4, C4 = _cross_views(x, delta, B, C, channels_last)
+    x3, dt4 = _map_view(x, channels_last), _dir_view(delta, channels_last)
+    B4, C4 = _dir_view(B, channels_last), _dir_view(C, channels_last)
     d, L, n = x3.shape[1], x3.shape[2], A.shape[1]
     gx, gdelta = torch.empty_like(x), torch.empty_like(delta)
-    gx3, gdt4, _, _ = _cross_views(gx, gdelta, B, C, channels_last)
-    gy3 = _cross_views(gy, delta, B, C, channels_last)[0]
-    Df = D.float().contiguous() if D is not None else None
-    biasf = delta_bias.float().contiguous() if delta_bias is not None else None
-    gB, gC, gA, gD, gbias = _launch_bwd(
-        x3, dt4, A.float().contiguous(), B4, C4, Df, biasf, None, gy3, states, None,
+    gx3, gdt4 = _map_view(gx, channels_last), _dir_view(gdelta, channels_last)
+    gy3 = _map_view(gy, channels_last)
+    gBC, gA, gD, gbias = _launch_bwd(
+        x3, dt4, _f32(A), B4, C4, _f32(D), _f32(delta_bias), None, gy3, states, None,
         L, hh, ww, d, d, 4, delta_softplus, _config_for(x3, dt4, n, d, 4), gx3, gdt4, None)
-    if channels_last:  # gB, gC: (b, 4, n, L) -> (b, h, w, 4, n), cast in the same copy
+    if channels_last and B.dtype == C.dtype:  # (2, b, 4, n, L) -> (2, b, h, w, 4, n) and the
+        # cast in one copy
+        gBC = torch.empty((2,) + B.shape, device=x.device, dtype=B.dtype).copy_(
+            gBC.permute(0, 1, 4, 2, 3).view((2,) + B.shape))
+        gB, gC = gBC.unbind(0)
+    elif channels_last:
         gB = torch.empty(B.shape, device=x.device, dtype=B.dtype).copy_(
-            gB.permute(0, 3, 1, 2).view(B.shape))
+            gBC[0].permute(0, 3, 1, 2).view(B.shape))
         gC = torch.empty(C.shape, device=x.device, dtype=C.dtype).copy_(
-            gC.permute(0, 3, 1, 2).view(C.shape))
+            gBC[1].permute(0, 3, 1, 2).view(C.shape))
     else:
-        gB, gC = gB.view(B.shape).to(B.dtype), gC.view(C.shape).to(C.dtype)
-    return (gx, gdelta, gA.sum(0).to(A.dtype), gB, gC,
-            None if D is None else gD.sum(0).to(D.dtype),
-            None if delta_bias is None else gbias.sum(0).to(delta_bias.dtype))
+        gB, gC = _cast_pair(gBC.view((2,) + B.shape), B.dtype, C.dtype)
+    return (gx, gdelta, cast(gA, A.dtype), gB, gC,
+            None if D is None else cast(gD, D.dtype),
+            None if delta_bias is None else cast(gbias, delta_bias.dtype))
 
 
 class _CrossScanTriton(torch.autograd.Function):

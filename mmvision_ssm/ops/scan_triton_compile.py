@@ -38,7 +38,17 @@ def cross_scan_bwd(gy: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C
     grads = cross_backward(gy.contiguous(), x.contiguous(), delta.contiguous(), A,
                            B.contiguous(), C.contiguous(), D, delta_bias, states,
                            delta_softplus, channels_last)
-    return tuple(x.new_empty(0) if g is None else g for g in grads)
+    # a custom op's outputs may not alias each other: the backward returns views of shared
+    # buffers (gB / gC, the parameter gradients), so each storage after its first is copied
+    out, storages = [], set()
+    for g in grads:
+        if g is None:
+            out.append(x.new_empty(0))
+            continue
+        ptr = g.untyped_storage().data_ptr()
+        out.append(g.clone() if ptr in storages else g)
+        storages.add(ptr)
+    return tuple(out)
 
 
 @cross_scan_bwd.register_fake
