@@ -3,10 +3,11 @@
 Order of precedence: the ``backend=`` argument, then the environment variable
 ``MMVISION_SSM_SCAN_BACKEND``, then the automatic choice:
 
-* CUDA tensors in float32/float16/bfloat16 -> ``triton`` for d_state 1 (VMamba; measured 1.36x
-  faster than mamba-ssm forward+backward, side by side), ``mamba_ssm`` for d_state > 1 when it
-  is installed (measured about 2x faster than our kernels at MambaVision shapes, host time
-  included; docs/benchmarks.md, run N), else whichever of the two imports, else ``torch``;
+* CUDA tensors in float32/float16/bfloat16 -> ``triton`` for d_state 1 (VMamba; forward+backward
+  1.79x mamba-ssm on GPU time, 1.49-1.64x eager, side by side), ``mamba_ssm`` for d_state > 1
+  when it is installed (at MambaVision shapes ours is 0.92-1.01x on GPU time but 0.73-0.77x
+  eager, host time included; docs/benchmarks.md, run CH), else whichever of the two imports,
+  else ``torch``;
 * anything else (CPU, float64) -> ``torch``.
 
 ``ref`` is never chosen automatically: it is the sequential oracle for tests.

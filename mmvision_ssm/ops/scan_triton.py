@@ -625,9 +625,9 @@ _CONFIG_CACHE = {}
 
 def _config_for(u3, dt4, N, HD, K):
     """:func:`_pick_config` for the kernels' views u3 (b, CH, L) and dt4 (b, K, CH, L) (or
-    (b, CH, L) for one direction), cached
-    per shape while no override is set (the rule is ~60 us of Python on the GPU machines'
-    hosts, per call; the returned dict is shared, never modified)."""
+    (b, CH, L) for one direction), cached per shape while no override is set (the rule is
+    ~60 us of Python per call on the GPU machines' hosts; the returned dict is shared and
+    never modified)."""
     bsz, CH, L = u3.shape
     contiguous = dt4.stride(-2) == 1
     if CONFIG_OVERRIDE:
@@ -805,7 +805,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
     """Inputs as :func:`mmvision_ssm.ops.selective_scan` checked them. Host time matters here:
     at VMamba's shapes a forward+backward is ~1 ms of GPU work, and on the GPU machines' slow
     hosts each tensor operation around the kernels costs 10-40 us, so this does as few as it can
-    (docs/benchmarks.md, runs CB-)."""
+    (docs/benchmarks.md, runs CB–CH)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
@@ -829,7 +829,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, gy, glast=None):
         u, delta, Af, Bg, Cg, Df, z, biasf, states = ctx.saved_tensors
         softplus, cfg, g, bdim, a_dt, b_dt, c_dt, d_dt, bias_dt = ctx.meta
-        b, d, l = u.shape  # noqa: E741
+        d, l = u.shape[1], u.shape[2]  # noqa: E741
         gy = torch.zeros_like(u) if gy is None else gy.contiguous()
         glast = glast.float().contiguous() if glast is not None else None
         gu = torch.empty_like(u)
