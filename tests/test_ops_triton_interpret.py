@@ -97,13 +97,18 @@ SCRIPT = textwrap.dedent('''
     # several states (MambaVision, n = 16, 196 tokens): the states-parallel kernels, 16-token
     # chunks in one warp up to 256 tokens, then tiles of 4096 elements in 4 warps
     cfg = st._pick_config(16, 160, 196, 1, False, bsz=64, device=cpu)
-    assert cfg['states'] and (cfg['BLOCK_L'], cfg['num_warps']) == (16, 1)
+    assert cfg['states'] and (cfg['BLOCK_D'], cfg['BLOCK_L'], cfg['num_warps']) == (2, 16, 1)
+    assert st._pick_config(16, 5, 196, 1, False, bsz=64, device=cpu)['BLOCK_D'] == 1  # odd HD
     assert st._pick_config(8, 160, 7, 1, False, bsz=64, device=cpu)['BLOCK_L'] == 16
     cfg = st._pick_config(16, 160, 1050, 1, False, bsz=2, device=cpu)
     assert (cfg['BLOCK_L'], cfg['num_warps']) == (256, 4)
     assert not st._pick_config(1, 160, 196, 1, False, bsz=64, device=cpu).get('states')
+    st.CONFIG_OVERRIDE.update(BLOCK_D=64)  # a program's channels stay in one B/C group
+    assert st._pick_config(16, 160, 196, 1, False, bsz=64, device=cpu)['BLOCK_D'] == 32
     st.CONFIG_OVERRIDE.update(BLOCK_L=16, BLOCK_D=2)   # several chunks and channel blocks
     worst = max(worst, plain(2, 4, 37, 3 + 1, 2, True, True))  # states-parallel kernels
+    st.CONFIG_OVERRIDE.update(BLOCK_D=4)  # 4 channels a program, one group
+    worst = max(worst, plain(2, 8, 21, 2, None, True, True))
     worst = max(worst, plain(1, 6, 1, 1, None, False, False))
     st.CONFIG_OVERRIDE.update(states=False)  # the general kernels with several states
     worst = max(worst, plain(2, 4, 37, 4, 2, True, True))

@@ -288,10 +288,11 @@ def bench_cross(args, mamba_fn, copy_gbs, only_fused=False):
 SWEEP = {  # (BLOCK_D, BLOCK_L, num_warps, atomic gB/gC reduction)
     'n1_long': [(1, 512, 2, True), (2, 512, 4, True), (4, 256, 4, True), (16, 128, 4, False)],
     'short': [(1, 256, 4, True), (2, 256, 4, True), (4, 256, 8, True), (1, 256, 8, True)],
-    # the states-parallel kernels (n >= 2): tile length and warps (channels per program: 1)
-    'states': [(1, 256, 4, True), (1, 256, 8, True), (1, 256, 2, True), (1, 128, 4, True),
-               (1, 128, 2, True), (1, 64, 2, True), (1, 64, 1, True), (1, 32, 1, True),
-               (1, 16, 1, True), (1, 32, 2, True), (1, 8, 1, True), (1, 4, 1, True)],
+    # the states-parallel kernels (n >= 2): channels per program, tile length, warps
+    'states': [(1, 16, 1, True), (2, 16, 1, True), (2, 16, 2, True), (4, 16, 1, True),
+               (4, 16, 2, True), (4, 16, 4, True), (8, 16, 2, True), (8, 16, 4, True),
+               (1, 32, 1, True), (2, 32, 1, True), (2, 32, 2, True), (4, 32, 2, True),
+               (4, 32, 4, True), (1, 256, 4, True)],
     'cross_first': [(1, 512, 2, True), (2, 512, 4, True), (4, 512, 4, True)],
     'cross_last': [(8, 256, 4, True), (16, 128, 4, False), (4, 512, 4, True)],
 }

@@ -503,9 +503,12 @@ STATES_NUM_WARPS = 4
 #: registers, 12.5 % occupancy, run BU), 64-token chunks in one warp still did (run BY).
 #: GPU time at MambaVision-T stage 3 (b64, 196 tokens), f+b: n 16 0.640 -> 0.377 ms, n 8
 #: 0.310 -> 0.201 (sweep of run BY; 64-token chunks 0.613 / 0.237); as the default, run BZ:
-#: 0.372 / 0.201 ms against mamba-ssm's 0.331 / 0.190
+#: 0.372 / 0.201 ms against mamba-ssm's 0.331 / 0.190. Two channels a program (BLOCK_D): the
+#: kernels were L1-bound (Nsight Compute, run CI: 84-87 % memory busy) and the channels share
+#: the chunk's B/C loads and pre-sum their gB/gC before the atomics: n 16 0.369 -> 0.349 ms,
+#: n 8 0.196 -> 0.182 (run CJ sweep; mamba-ssm 0.334 / 0.192 there; 4 or 8 channels slower)
 STATES_SHORT_L = 256
-STATES_SHORT = dict(BLOCK_L=16, num_warps=1)
+STATES_SHORT = dict(BLOCK_D=2, BLOCK_L=16, num_warps=1)
 
 
 #: chunk-parallel kernels (one chunk per program: summaries, a scan over the chunks, outputs)
@@ -549,12 +552,16 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     split = False
     if K == 1 and N >= 2 and CONFIG_OVERRIDE.get('states', True):
         # several states (MambaVision): the states-parallel kernels (scan_triton_states.py),
-        # one (batch, channel) per program, an (N, BLOCK_L) tile of at most STATES_TILE
+        # BLOCK_D channels of one batch element per program, (BLOCK_D, N, BLOCK_L) tiles with
+        # N * BLOCK_L at most STATES_TILE
         cfg = dict(states=True, BLOCK_D=1, num_warps=STATES_NUM_WARPS, atomic=True, split=False,
                    BLOCK_L=max(16, min(next_pow2(L), STATES_TILE // N)))
         if L <= STATES_SHORT_L:
             cfg.update(STATES_SHORT)
-        cfg.update({k: v for k, v in CONFIG_OVERRIDE.items() if k in ('BLOCK_L', 'num_warps')})
+        cfg.update({k: v for k, v in CONFIG_OVERRIDE.items()
+                    if k in ('BLOCK_D', 'BLOCK_L', 'num_warps')})
+        while HD % cfg['BLOCK_D']:  # a program's channels share one B/C group
+            cfg['BLOCK_D'] //= 2
         return cfg
     if K > 1 and channels_contiguous:  # cross op on channels-last maps: coalesce over d
         cfg = dict(BLOCK_D=8, BLOCK_L=min(256, max(16, next_pow2(L))), num_warps=4,
