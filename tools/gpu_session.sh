@@ -90,7 +90,7 @@ for s in "$@"; do
         > "$OUT/build.log" 2>&1; echo "build rc=$? at ${SECONDS}s" >> "$OUT/build.log" ) &
     BUILD=$! ;;
   check)
-    step 200 check_ops python3 tools/gpu_check_ops.py --quick --out "$OUT/check_ops.json" ;;
+    step 360 check_ops python3 tools/gpu_check_ops.py --quick --out "$OUT/check_ops.json" ;;
   graphtest)
     step 330 graph_test python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
       tests/test_cuda_graph_ddp.py ;;
