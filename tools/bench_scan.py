@@ -141,7 +141,7 @@ def scan_fn(backend, mamba_fn):
         def run(u, delta, A, B, C, D, delta_bias):
             return mamba_fn(u, delta, A, B, C, D, None, delta_bias, True)
         return run
-    scan, backend = selective_scan, backend
+    scan = selective_scan
     if '@' in backend:
         backend, package = backend.split('@')
         rev = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.snap',
