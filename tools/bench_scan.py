@@ -15,7 +15,6 @@ compares ``torch`` with the sequential ``ref`` at the same shapes with a CPU-siz
 """
 import argparse
 import datetime
-import importlib
 import json
 import os
 import platform
@@ -143,12 +142,9 @@ def scan_fn(backend, mamba_fn):
         return run
     scan = selective_scan
     if '@' in backend:
+        from benchmark import import_package
         backend, package = backend.split('@')
-        rev = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.snap',
-                           'rev')
-        if rev not in sys.path:
-            sys.path.insert(0, rev)
-        scan = importlib.import_module(f'{package}.ops').selective_scan
+        scan = import_package(package, 'ops').selective_scan
 
     def run(u, delta, A, B, C, D, delta_bias):
         return scan(u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=True,

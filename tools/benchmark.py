@@ -59,14 +59,20 @@ TINY_ARCH = {'VMamba': 'tiny', 'MambaVision': 'T', 'MLLA': 'tiny', 'MViTv2': 'ti
 REV_DIR = osp.join(ROOT, '.snap', 'rev')
 
 
-def build_ours(name, arch, package='mmvision_ssm', **kwargs):
+def import_package(package, module):
+    """``package.module`` of ours (``mmvision_ssm``) or of a copy of another revision exported
+    by tools/export_revision.sh (``mmvision_ssm_<REV>`` under .snap/rev)."""
     if package != 'mmvision_ssm':  # a renamed copy of another revision (relative imports only)
         if not osp.isdir(osp.join(REV_DIR, package)):
             raise SystemExit(f'{package} not found under {REV_DIR}: run '
                              f'tools/export_revision.sh {package[len("mmvision_ssm_"):]}')
         if REV_DIR not in sys.path:
             sys.path.insert(0, REV_DIR)
-    backbones = importlib.import_module(f'{package}.models.backbones')
+    return importlib.import_module(f'{package}.{module}')
+
+
+def build_ours(name, arch, package='mmvision_ssm', **kwargs):
+    backbones = import_package(package, 'models.backbones')
     if name not in OUR_BACKBONES:
         raise ValueError(f'unknown backbone {name!r}; ours are {", ".join(OUR_BACKBONES)}')
     return getattr(backbones, name)(arch=arch or TINY_ARCH[name], **kwargs)

@@ -12,15 +12,13 @@ instead, for a before/after on the same host.
 """
 import argparse
 import cProfile
-import importlib
 import io
-import os
-import sys
 import pstats
 import time
 
 import torch
 import torch.nn.functional as F
+from benchmark import import_package  # tools/benchmark.py: ours or an exported revision
 
 
 def host_us(fn, n):
@@ -80,14 +78,6 @@ def bare_launch_costs(module, name, op, n):
     return jit_us, fast_us, handle_us, len(ordered)
 
 
-def load_ops(package):
-    """The ``ops`` subpackage of ``package``: ours, or an exported revision under .snap/rev."""
-    if package != 'mmvision_ssm':
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))), '.snap', 'rev'))
-    return importlib.import_module(f'{package}.ops')
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--calls', type=int, default=200)
@@ -96,14 +86,13 @@ def main():
                     help='package to time, e.g. mmvision_ssm_HEAD from export_revision.sh')
     args = ap.parse_args()
     n = args.calls
-    ops = load_ops(args.package)
+    ops = import_package(args.package, 'ops')
     cross_selective_scan, selective_scan = ops.cross_selective_scan, ops.selective_scan
-    layer_norm_triton = importlib.import_module(f'{args.package}.ops.layer_norm_triton')
-    scan_triton = importlib.import_module(f'{args.package}.ops.scan_triton')
-    scan_triton_states = importlib.import_module(f'{args.package}.ops.scan_triton_states')
-    layer_norm = importlib.import_module(f'{args.package}.ops.layer_norm').layer_norm
-    mamba_ssm_importable = importlib.import_module(
-        f'{args.package}.ops.dispatch').mamba_ssm_importable
+    layer_norm_triton = import_package(args.package, 'ops.layer_norm_triton')
+    scan_triton = import_package(args.package, 'ops.scan_triton')
+    scan_triton_states = import_package(args.package, 'ops.scan_triton_states')
+    layer_norm = import_package(args.package, 'ops.layer_norm').layer_norm
+    mamba_ssm_importable = import_package(args.package, 'ops.dispatch').mamba_ssm_importable
     print(f'package {args.package}')
 
     dev = 'cuda'
