@@ -904,19 +904,15 @@ def cross_states_shape(x, delta, A, B, C, channels_last):
 def cross_forward(x, delta, A, B, C, D, delta_bias, delta_softplus, channels_last):
     """The fused cross scan's forward on contiguous inputs as
     :func:`mmvision_ssm.ops.cross_selective_scan` checked them: (y, fp32 chunk-start states)."""
-    bsz, hh, ww, d = x.shape if channels_last else (x.shape[0], *x.shape[2:], x.shape[1])
-    L = hh * ww
+    hh, ww = x.shape[1:3] if channels_last else x.shape[2:]
     x3, dt4 = _map_view(x, channels_last), _dir_view(delta, channels_last)
     B4, C4 = _dir_view(B, channels_last), _dir_view(C, channels_last)
+    d, L = x3.shape[1], x3.shape[2]
     y = torch.empty_like(x)
-    if channels_last:
-        y3 = y.view(bsz, L, d).transpose(1, 2)
-        acc = torch.empty(bsz, L, d, device=x.device, dtype=torch.float32).transpose(1, 2)
-    else:
-        y3 = y.view(bsz, d, L)
-        acc = torch.empty(bsz, d, L, device=x.device, dtype=torch.float32)
-    states, _, _ = _launch_fwd(x3, dt4, _f32(A), B4, C4, _f32(D), _f32(delta_bias), None, y3,
-                               acc, L, hh, ww, d, d, 4, delta_softplus, False)
+    acc = torch.empty(x.shape, device=x.device, dtype=torch.float32)  # the fp32 scratch
+    states, _, _ = _launch_fwd(x3, dt4, _f32(A), B4, C4, _f32(D), _f32(delta_bias), None,
+                               _map_view(y, channels_last), _map_view(acc, channels_last),
+                               L, hh, ww, d, d, 4, delta_softplus, False)
     return y, states
 
 
