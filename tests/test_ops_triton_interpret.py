@@ -95,13 +95,15 @@ SCRIPT = textwrap.dedent('''
     assert cfg['split'] and cfg['BLOCK_D'] == 8 and cfg['BLOCK_L'] == 256
     assert not st._pick_config(1, 96, 3136, 1, False, bsz=2, device=cpu)['split']  # plain scan
     # several states (MambaVision, n = 16, 196 tokens): the states-parallel kernels, 16-token
-    # chunks in one warp up to 256 tokens, then tiles of 4096 elements in 4 warps
+    # chunks in one warp at any length; two channels a program from 16 states while that
+    # leaves 16 programs per SM (64 x 80 here; 8 x 80 = 4.8 per SM at 4096 tokens: one)
     cfg = st._pick_config(16, 160, 196, 1, False, bsz=64, device=cpu)
     assert cfg['states'] and (cfg['BLOCK_D'], cfg['BLOCK_L'], cfg['num_warps']) == (2, 16, 1)
     assert st._pick_config(16, 5, 196, 1, False, bsz=64, device=cpu)['BLOCK_D'] == 1  # odd HD
+    assert st._pick_config(8, 160, 196, 1, False, bsz=64, device=cpu)['BLOCK_D'] == 1
     assert st._pick_config(8, 160, 7, 1, False, bsz=64, device=cpu)['BLOCK_L'] == 16
-    cfg = st._pick_config(16, 160, 1050, 1, False, bsz=2, device=cpu)
-    assert (cfg['BLOCK_L'], cfg['num_warps']) == (256, 4)
+    cfg = st._pick_config(16, 160, 4096, 1, False, bsz=8, device=cpu)
+    assert (cfg['BLOCK_D'], cfg['BLOCK_L'], cfg['num_warps']) == (1, 16, 1)
     assert not st._pick_config(1, 160, 196, 1, False, bsz=64, device=cpu).get('states')
     st.CONFIG_OVERRIDE.update(BLOCK_D=64)  # a program's channels stay in one B/C group
     assert st._pick_config(16, 160, 196, 1, False, bsz=64, device=cpu)['BLOCK_D'] == 32

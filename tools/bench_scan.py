@@ -285,10 +285,9 @@ SWEEP = {  # (BLOCK_D, BLOCK_L, num_warps, atomic gB/gC reduction)
     'n1_long': [(1, 512, 2, True), (2, 512, 4, True), (4, 256, 4, True), (16, 128, 4, False)],
     'short': [(1, 256, 4, True), (2, 256, 4, True), (4, 256, 8, True), (1, 256, 8, True)],
     # the states-parallel kernels (n >= 2): channels per program, tile length, warps
-    'states': [(1, 16, 1, True), (2, 16, 1, True), (2, 16, 2, True), (4, 16, 1, True),
-               (4, 16, 2, True), (4, 16, 4, True), (8, 16, 2, True), (8, 16, 4, True),
-               (1, 32, 1, True), (2, 32, 1, True), (2, 32, 2, True), (4, 32, 2, True),
-               (4, 32, 4, True), (1, 256, 4, True)],
+    'states': [(1, 16, 1, True), (2, 16, 1, True), (4, 16, 1, True), (2, 8, 1, True),
+               (4, 8, 1, True), (1, 32, 1, True), (2, 32, 1, True), (2, 16, 2, True),
+               (4, 16, 2, True), (1, 256, 4, True)],
     'cross_first': [(1, 512, 2, True), (2, 512, 4, True), (4, 512, 4, True)],
     'cross_last': [(8, 256, 4, True), (16, 128, 4, False), (4, 512, 4, True)],
 }
@@ -342,6 +341,9 @@ def main():
     parser.add_argument('--dtypes', default=None, help='comma list: bfloat16,float32')
     parser.add_argument('--out', default=None, help='write the rows as JSON here')
     parser.add_argument('--no-cross', action='store_true')
+    parser.add_argument('--cases', default=None,
+                        help='comma list of the plain-scan cases to run (default: the VMamba and '
+                             'MambaVision shapes; long_n8 and long_n16 only when named)')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads')
     parser.add_argument('--sweep', action='store_true', help='time Triton launch configurations')
     parser.add_argument('--cuda-graph', action='store_true',
@@ -350,8 +352,9 @@ def main():
                         help='plain scans on CUDA: time the GPU backends in turn, one call each '
                              'per round (eager timing on a drifting host)')
     parser.add_argument('--also-package', default=None,
-                        help='plain scans: also time the Triton backend of this exported copy '
-                             '(tools/export_revision.sh, e.g. mmvision_ssm_HEAD) in the same run')
+                        help='plain scans: also time the Triton backend of these exported copies '
+                             '(comma list; tools/export_revision.sh, e.g. mmvision_ssm_HEAD) in '
+                             'the same run')
     args = parser.parse_args()
     gpu = args.device == 'cuda'
     if args.cuda_graph and not gpu:
@@ -371,6 +374,16 @@ def main():
     shapes = {'vmamba_t_stage1': (b, 4 * 96, 56 * 56, 1, 4),
               'mambavision_t_s3_n8': (b if gpu else 4 * b, 160, 196, 8, None),
               'mambavision_t_s3_n16': (b if gpu else 4 * b, 160, 196, 16, None)}
+    # long sequences at several states (not MambaVision's windows): only when named by --cases
+    extra = {'long_n8': (8 if gpu else 1, 160, 4096, 8, None),
+             'long_n16': (8 if gpu else 1, 160, 4096, 16, None)}
+    if args.cases:
+        names = args.cases.split(',')
+        unknown = [c for c in names if c not in shapes and c not in extra]
+        if unknown:
+            raise SystemExit(f'--cases: unknown {unknown}; choose from '
+                             f'{", ".join(list(shapes) + list(extra))}')
+        shapes = {c: {**shapes, **extra}[c] for c in names}
     mamba_fn = load_mamba_ssm() if gpu else None
     info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                 command=' '.join(sys.argv), torch=torch.__version__, python=platform.python_version(),
@@ -393,8 +406,8 @@ def main():
                 json.dump(dict(info=info, copy_GBps=args.copy_gbs, rows=rows), f, indent=1)
         return
     backends = ['triton', 'mamba_ssm', 'torch'] if gpu else ['torch', 'ref']
-    if args.also_package:
-        backends.insert(1, f'triton@{args.also_package}')
+    for i, package in enumerate(args.also_package.split(',') if args.also_package else []):
+        backends.insert(1 + i, f'triton@{package}')
     rows = bench_plain(args, shapes, backends, mamba_fn, args.timer)
     if gpu and not args.no_cross:
         info['copy_GBps'] = copy_bandwidth(args.device, args.reps)

@@ -37,6 +37,7 @@ CASES = [
     (1, 16, 4097, 1, None, False, False, True, True, False),
     (2, 384, 3136, 1, 4, False, True, True, True, False),   # VMamba-T stage 1, small batch
     (4, 160, 196, 8, None, False, True, True, True, False),  # MambaVision-T stage 3
+    (2, 32, 300, 2, 2, True, True, True, True, True),  # 16 channels a program, two groups
 ]
 CROSS_CASES = [  # (b, d, h, w, n, channels_last, D)
     (2, 8, 7, 9, 1, False, True), (2, 8, 7, 9, 1, True, True), (1, 12, 5, 13, 4, False, False),
@@ -121,6 +122,25 @@ def check_plain(case, dtype, backend, gen):
     poison()
     got = run(lambda **a: selective_scan(**a, backend=backend), low, kw, cot)
     return _errs(got, want)
+
+
+#: (BLOCK_D, BLOCK_L, num_warps) forced on the states-parallel kernels by ``--only states``:
+#: the tile's layout (tokens in registers or across lanes, channels or states across warps)
+#: follows from these, and with it how the compiler lowers the scans, flips and reductions
+STATES_CONFIGS = [(1, 16, 1), (2, 16, 1), (4, 16, 1), (8, 16, 1), (16, 16, 1), (2, 8, 1),
+                  (2, 32, 1), (4, 16, 2), (8, 16, 2), (1, 256, 4), (4, 32, 4)]
+
+
+def check_states_configs(record, gen):
+    """The several-state plain cases (float32) under every :data:`STATES_CONFIGS` entry."""
+    import mmvision_ssm.ops.scan_triton as st
+    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps')
+    for cfg in STATES_CONFIGS:
+        st.CONFIG_OVERRIDE.update(zip(keys, cfg), states=True)
+        for case in [c for c in CASES if c[3] >= 2]:
+            record('plain', case + (cfg,), torch.float32, 'triton',
+                   lambda: check_plain(case[:10], torch.float32, 'triton', gen))
+        st.CONFIG_OVERRIDE.clear()
 
 
 def check_cross(case, dtype, gen):
@@ -279,8 +299,9 @@ def main():
     parser.add_argument('--out', default=None)
     parser.add_argument('--seed', type=int, default=random.SystemRandom().randrange(2**31))
     parser.add_argument('--quick', action='store_true', help='a subset (fewer Triton compiles)')
-    parser.add_argument('--only', choices=['plain', 'cross', 'lnorm', 'normmlp'],
-                        help='one kind of check')
+    parser.add_argument('--only', choices=['plain', 'cross', 'lnorm', 'normmlp', 'states'],
+                        help='one kind of check (states: the several-state plain cases under '
+                             'each of STATES_CONFIGS)')
     args = parser.parse_args()
     print(f'seed {args.seed}; torch {torch.__version__}; {torch.cuda.get_device_name()}')
     gen = torch.Generator().manual_seed(args.seed)
@@ -303,6 +324,8 @@ def main():
 
     cases = [CASES[i] for i in (0, 1, 2, 4, 6, 7)] if args.quick else CASES
     cross_cases = [CROSS_CASES[i] for i in (0, 1, 3, 4, 5)] if args.quick else CROSS_CASES
+    if args.only == 'states':
+        check_states_configs(record, gen)
     if args.only:
         cases = cases if args.only == 'plain' else []
         cross_cases = cross_cases if args.only == 'cross' else []

@@ -12,6 +12,8 @@
 #                224^2 b128 stage shapes)
 #   checkcross   the cross-op kernels only (all seven cases, float32 + bfloat16)
 #   checkplain   the plain-scan checks only (Triton; mamba-ssm too when built before)
+#   checkstates  the several-state plain-scan checks under each forced tile (BLOCK_D, BLOCK_L,
+#                warps: gpu_check_ops.py STATES_CONFIGS)
 #   sweep        tools/sweep_cross_op.py --quick: cross-op launch configurations per stage shape
 #   sweepbwd     sweep_cross_op.py --bwd: the cross op's backward alone (224^2 b64 stages 1, 3)
 #   ncucross     Nsight Compute (--set full) on the cross op's forward and backward kernels
@@ -125,6 +127,9 @@ for s in "$@"; do
       --shapes "${shapes[@]}" ;;
   checkplain)
     step 200 check_plain python3 tools/gpu_check_ops.py --only plain --out "$OUT/check_plain.json" ;;
+  checkstates)
+    step 240 check_states python3 tools/gpu_check_ops.py --only states \
+      --out "$OUT/check_states.json" ;;
   checkcross)
     step 120 check_cross python3 tools/gpu_check_ops.py --only cross --out "$OUT/check_cross.json" ;;
   profile)
@@ -211,7 +216,7 @@ PY
     fi ;;
   sweepstates)  # launch configurations of the states-parallel scan kernels (n = 8, 16);
     # $SWEEP_ARGS adds options (e.g. --cuda-graph: GPU time alone)
-    step 200 sweep_states python3 tools/bench_scan.py --device cuda --sweep --no-cross --reps 20 \
+    step 300 sweep_states python3 tools/bench_scan.py --device cuda --sweep --no-cross --reps 20 \
       ${SWEEP_ARGS:-} --out "$OUT/sweep_states.json" ;;
   benchscan)  # the scan ops side by side: triton / mamba-ssm / torch, and the cross op vs copy BW
     # ($BENCH_ARGS adds options, e.g. "--no-cross --also-package mmvision_ssm_HEAD")

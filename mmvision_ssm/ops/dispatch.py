@@ -4,10 +4,10 @@ Order of precedence: the ``backend=`` argument, then the environment variable
 ``MMVISION_SSM_SCAN_BACKEND``, then the automatic choice:
 
 * CUDA tensors in float32/float16/bfloat16 -> ``triton`` for d_state 1 (VMamba; forward+backward
-  1.79x mamba-ssm on GPU time, 1.41-1.64x eager, side by side), ``mamba_ssm`` for d_state > 1
-  when it is installed (at MambaVision shapes ours is 0.96-1.04x on GPU time but 0.72-0.77x
-  eager, host time included; docs/benchmarks.md, runs CH, CK), else whichever of the two
-  imports, else ``torch``;
+  1.78x mamba-ssm on GPU time, 1.41-1.64x eager, side by side), ``mamba_ssm`` for d_state > 1
+  when it is installed (at MambaVision's 196-token windows ours is 1.12-1.15x on GPU time but
+  0.71-0.77x eager, host time included, and at 4096 tokens 0.49-0.58x on GPU time;
+  docs/benchmarks.md, runs CO, CP), else whichever of the two imports, else ``torch``;
 * anything else (CPU, float64) -> ``torch``.
 
 ``ref`` is never chosen automatically: it is the sequential oracle for tests.

@@ -495,20 +495,19 @@ MIN_PROGRAMS_PER_SM = 2
 CL_PROGRAMS_PER_SM = {8: 2.5, 4: 1.0}
 
 
-#: states-parallel kernels (N >= 2): elements of the (N, BLOCK_L) tile and warps per program
-STATES_TILE = 4096
-STATES_NUM_WARPS = 4
-#: sequences up to this length (MambaVision's windows) take 16-token chunks in one warp, the
-#: fastest tile swept: the (N, 256) tile over 4 warps spilled in the backward at n = 16 (255
-#: registers, 12.5 % occupancy, run BU), 64-token chunks in one warp still did (run BY).
-#: GPU time at MambaVision-T stage 3 (b64, 196 tokens), f+b: n 16 0.640 -> 0.377 ms, n 8
-#: 0.310 -> 0.201 (sweep of run BY; 64-token chunks 0.613 / 0.237); as the default, run BZ:
-#: 0.372 / 0.201 ms against mamba-ssm's 0.331 / 0.190. Two channels a program (BLOCK_D): the
-#: kernels were L1-bound (Nsight Compute, run CI: 84-87 % memory busy) and the channels share
-#: the chunk's B/C loads and pre-sum their gB/gC before the atomics: n 16 0.369 -> 0.349 ms,
-#: n 8 0.196 -> 0.182 (run CJ sweep; mamba-ssm 0.334 / 0.192 there; 4 or 8 channels slower)
-STATES_SHORT_L = 256
-STATES_SHORT = dict(BLOCK_D=2, BLOCK_L=16, num_warps=1)
+#: states-parallel kernels (N >= 2), any length: 16-token chunks in one warp, one channel a
+#: program. GPU time, f+b, after the backward's adjoint became a forward scan over reversed
+#: loads (run CO sweep, H100, bf16): MambaVision-T stage 3 (b64, 196 tokens) n 8 0.173 ms
+#: (mamba-ssm 0.191), b8 x 160 channels x 4096 tokens n 16 0.972 ms, where the former long
+#: tiles ((N, 256) over 4 warps, spilling in the backward) took 1.703 ms with the former kernels
+#: and 3.117 with these. Longer chunks, more warps or more channels a program were slower.
+STATES_TILE = dict(BLOCK_D=1, BLOCK_L=16, num_warps=1)
+#: ... except two channels of one B/C group a program (they share the chunk's B/C loads and
+#: pre-sum their gB/gC before the atomics) from this many states, when that still leaves
+#: STATES_PAIR_PROGRAMS_PER_SM programs per SM: n 16 at MambaVision-T stage 3 0.292 against
+#: 0.340 ms with one channel; at b8 x 4096 tokens (4.8 programs per SM) 1.177 against 0.972
+STATES_PAIR_MIN_N = 16
+STATES_PAIR_PROGRAMS_PER_SM = 16
 
 
 #: chunk-parallel kernels (one chunk per program: summaries, a scan over the chunks, outputs)
@@ -552,12 +551,11 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     split = False
     if K == 1 and N >= 2 and CONFIG_OVERRIDE.get('states', True):
         # several states (MambaVision): the states-parallel kernels (scan_triton_states.py),
-        # BLOCK_D channels of one batch element per program, (BLOCK_D, N, BLOCK_L) tiles with
-        # N * BLOCK_L at most STATES_TILE
-        cfg = dict(states=True, BLOCK_D=1, num_warps=STATES_NUM_WARPS, atomic=True, split=False,
-                   BLOCK_L=max(16, min(next_pow2(L), STATES_TILE // N)))
-        if L <= STATES_SHORT_L:
-            cfg.update(STATES_SHORT)
+        # BLOCK_D channels of one batch element per program, (BLOCK_D, N, BLOCK_L) tiles
+        cfg = dict(STATES_TILE, states=True, atomic=True, split=False)
+        if N >= STATES_PAIR_MIN_N and bsz is not None and bsz * cdiv(CH or HD, 2) >= \
+                STATES_PAIR_PROGRAMS_PER_SM * sm_count(device, INTERPRETER_SMS):
+            cfg['BLOCK_D'] = 2
         cfg.update({k: v for k, v in CONFIG_OVERRIDE.items()
                     if k in ('BLOCK_D', 'BLOCK_L', 'num_warps')})
         while HD % cfg['BLOCK_D']:  # a program's channels share one B/C group
