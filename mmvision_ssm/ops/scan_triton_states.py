@@ -12,9 +12,9 @@ axis, and the backward sums its channels' gB / gC before the atomics.
 Same layout contract and saved state as the general kernels (chunk-start states, fp32), so the
 backward recomputes h chunk by chunk and runs the adjoint recurrence backwards in time. Triton
 lays the tile's tokens across a warp's lanes, where a scan with ``reverse=True`` lowered to three
-times the lane shuffles of a forward one (flips around it; the kernels are bound by these and
-the loads, Nsight Compute run CI): the backward loads the adjoint's inputs last token to first,
-scans forward and flips the one result back (n 16 f+b 0.344 -> 0.288 ms, run CN).
+times the lane shuffles of a forward one (flips around it; offline PTX, most of the backward's
+shuffles): the backward loads the adjoint's inputs last token to first, scans forward and flips
+the one result back (n 16 f+b 0.346 -> 0.289 ms, run CN).
 """
 import triton
 import triton.language as tl
