@@ -721,20 +721,21 @@ def _launch_fwd(u3, dt4, A, B4, C4, D, bias, z3, y3, acc3, L, HH, WW, CH, HD, K,
 
 def _grad_buffers(bsz, ng, N, L, KCH, atomic, nblk, K, dev):
     """fp32 gradient buffers for the backward kernels: gB, gC, gA (KCH, N), gD, gbias (KCH),
-    and gBC, gB and gC stacked (2, b, ng, N, L) when the kernels sum them with atomics (else
-    None: per channel block, (b, nblk, K, N, L) each). One zeroed allocation holds them all --
-    on the slow hosts of the GPU machines every separate allocation, zero fill and sum cost
-    10-40 us of the host time that bounds a small scan's step."""
-    bgnl = bsz * ng * N * L
+    and gBC, gB and gC stacked: (2, b, ng, N, L) zeroed when the kernels sum them with atomics,
+    else per channel block (2, b, nblk, K, N, L), for the caller to sum. One zeroed allocation
+    holds gA, gD, gbias (and the atomics' gB, gC) -- on the slow hosts of the GPU machines every
+    separate allocation, zero fill and sum cost 10-40 us of the host time that bounds a small
+    scan's step."""
     if atomic:
+        bgnl = bsz * ng * N * L
         flat = torch.zeros(2 * bgnl + KCH * (N + 2), device=dev, dtype=torch.float32)
         # (split_with_sizes: Tensor.split is a Python wrapper with symbolic-shape checks)
         gB, gC, gA, gD, gbias = flat.split_with_sizes((bgnl, bgnl, KCH * N, KCH, KCH))
         return gB, gC, gA, gD, gbias, flat[:2 * bgnl].view(2, bsz, ng, N, L)
-    gB = torch.empty(bsz, nblk, K, N, L, device=dev, dtype=torch.float32)
+    gBC = torch.empty(2, bsz, nblk, K, N, L, device=dev, dtype=torch.float32)
     gA, gD, gbias = torch.zeros(KCH * (N + 2), device=dev, dtype=torch.float32).split_with_sizes(
         (KCH * N, KCH, KCH))
-    return gB, torch.empty_like(gB), gA, gD, gbias, None
+    return gBC[0], gBC[1], gA, gD, gbias, gBC
 
 
 def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, CH, HD, K,
@@ -797,9 +798,9 @@ def _launch_bwd(u3, dt4, A, B4, C4, D, bias, z3, gy3, states, glast, L, HH, WW, 
         gu3.copy_(gacc)
     if not atomic:
         if K == 1:  # plain scan: channel blocks of one group are consecutive
-            gBC = torch.stack((gB, gC)).view(2, bsz, ng, nblk // ng, N, L).sum(3)
+            gBC = gBC.view(2, bsz, ng, nblk // ng, N, L).sum(3)
         else:
-            gBC = torch.stack((gB, gC)).sum(2)
+            gBC = gBC.sum(2)
     return gBC, gA.view(K * CH, N), gD, gbias
 
 
