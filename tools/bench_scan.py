@@ -152,6 +152,10 @@ def scan_fn(backend, mamba_fn):
     return run
 
 
+#: the plain scan's inputs every benchmark differentiates
+SCAN_GRADS = ['u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias']
+
+
 def fwd_bwd_closures(fn, inputs, grad_names):
     leaves = {k: v.clone().requires_grad_(k in grad_names) for k, v in inputs.items()}
     gy = None
@@ -177,18 +181,18 @@ def bench_plain(args, shapes, backends, mamba_fn, timer):
     for name, (b, d, l, n, g) in shapes.items():  # noqa: E741
         for dtype in args.dtypes:
             inputs = scan_inputs(b, d, l, n, g, dtype, args.device)
-            grads = ['u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias']
             res = {}
             if args.interleave:  # the GPU backends in turn, round by round
                 fast = [be for be in backends if be not in ('torch', 'ref')
                         and (be != 'mamba_ssm' or mamba_fn is not None)]
                 res.update(time_interleaved(
-                    {be: fwd_bwd_closures(scan_fn(be, mamba_fn), inputs, grads) for be in fast},
+                    {be: fwd_bwd_closures(scan_fn(be, mamba_fn), inputs, SCAN_GRADS)
+                     for be in fast},
                     args.reps))
             for be in backends:
                 if (be == 'mamba_ssm' and mamba_fn is None) or be in res:
                     continue
-                fwd, fwd_bwd = fwd_bwd_closures(scan_fn(be, mamba_fn), inputs, grads)
+                fwd, fwd_bwd = fwd_bwd_closures(scan_fn(be, mamba_fn), inputs, SCAN_GRADS)
                 reps = args.reps if be != 'ref' else max(1, min(args.reps, 3))
                 try:
                     res[be] = (timer(fwd, reps), timer(fwd_bwd, reps))
@@ -302,8 +306,7 @@ def sweep(args, shapes):
         for cfg in SWEEP['states' if n > 1 else 'n1_long' if l > 1024 else 'short']:
             st.CONFIG_OVERRIDE.clear()
             st.CONFIG_OVERRIDE.update(zip(('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic'), cfg))
-            fwd, fwd_bwd = fwd_bwd_closures(scan_fn('triton', None), inputs,
-                                            ['u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias'])
+            fwd, fwd_bwd = fwd_bwd_closures(scan_fn('triton', None), inputs, SCAN_GRADS)
             try:
                 tf, tfb = args.timer(fwd, args.reps), args.timer(fwd_bwd, args.reps)
             except Exception as err:  # noqa: BLE001
@@ -378,12 +381,12 @@ def main():
     extra = {'long_n8': (8 if gpu else 1, 160, 4096, 8, None),
              'long_n16': (8 if gpu else 1, 160, 4096, 16, None)}
     if args.cases:
+        known = {**shapes, **extra}
         names = args.cases.split(',')
-        unknown = [c for c in names if c not in shapes and c not in extra]
+        unknown = [c for c in names if c not in known]
         if unknown:
-            raise SystemExit(f'--cases: unknown {unknown}; choose from '
-                             f'{", ".join(list(shapes) + list(extra))}')
-        shapes = {c: {**shapes, **extra}[c] for c in names}
+            raise SystemExit(f'--cases: unknown {unknown}; choose from {", ".join(known)}')
+        shapes = {c: known[c] for c in names}
     mamba_fn = load_mamba_ssm() if gpu else None
     info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                 command=' '.join(sys.argv), torch=torch.__version__, python=platform.python_version(),

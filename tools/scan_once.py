@@ -17,9 +17,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import torch  # noqa: E402
-from bench_scan import fwd_bwd_closures, load_mamba_ssm, scan_fn, scan_inputs  # noqa: E402
-
-GRADS = ['u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias']
+from bench_scan import (SCAN_GRADS, fwd_bwd_closures, load_mamba_ssm, scan_fn,  # noqa: E402
+                        scan_inputs)
 
 
 def main():
@@ -37,7 +36,7 @@ def main():
         raise SystemExit('--backend mamba_ssm: mamba-ssm is not importable '
                          '(set MMVISION_SSM_MAMBA_SRC to its in-place build)')
     inputs = scan_inputs(b, d, l, n, args.groups, torch.bfloat16, 'cuda')
-    _, fwd_bwd = fwd_bwd_closures(scan_fn(args.backend, mamba_fn), inputs, GRADS)
+    _, fwd_bwd = fwd_bwd_closures(scan_fn(args.backend, mamba_fn), inputs, SCAN_GRADS)
     for _ in range(args.iters - (1 if args.timeline else 0)):
         fwd_bwd()
     torch.cuda.synchronize()
