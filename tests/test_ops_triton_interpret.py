@@ -102,8 +102,18 @@ SCRIPT = textwrap.dedent('''
     assert st._pick_config(16, 5, 196, 1, False, bsz=64, device=cpu)['BLOCK_D'] == 1  # odd HD
     assert st._pick_config(8, 160, 196, 1, False, bsz=64, device=cpu)['BLOCK_D'] == 1
     assert st._pick_config(8, 160, 7, 1, False, bsz=64, device=cpu)['BLOCK_L'] == 16
-    cfg = st._pick_config(16, 160, 4096, 1, False, bsz=8, device=cpu)
-    assert (cfg['BLOCK_D'], cfg['BLOCK_L'], cfg['num_warps']) == (1, 16, 1)
+    # fewer than 32 programs a SM over more than 16 chunks: segments of 16 chunks, two
+    # channels a program while that leaves 24 programs a SM (MambaVision-T's 112^2 detection
+    # window at batch 2: 80 x 2 x 49; UperNet's 64^2 window: 80 x 2 x 16 = 19 a SM)
+    def seg_tile(n, d, l, bsz):  # noqa: E741
+        cfg = st._pick_config(n, d, l, 1, False, bsz=bsz, device=cpu)
+        return cfg['seg'], cfg['BLOCK_D']
+    assert seg_tile(8, 160, 112 * 112, 2) == (16, 2)
+    assert seg_tile(8, 160, 64 * 64, 2) == (16, 1)
+    assert seg_tile(16, 160, 4096, 8) == (16, 2)
+    assert seg_tile(8, 160, 4096, 64) == (0, 1)  # 10240 programs: one segment
+    assert seg_tile(8, 160, 16 * 16, 2) == (0, 1)  # 16 chunks: one segment
+    assert seg_tile(8, 160, 65536, 1)[0] == 64  # at most 64 segments
     assert not st._pick_config(1, 160, 196, 1, False, bsz=64, device=cpu).get('states')
     st.CONFIG_OVERRIDE.update(BLOCK_D=64)  # a program's channels stay in one B/C group
     assert st._pick_config(16, 160, 196, 1, False, bsz=64, device=cpu)['BLOCK_D'] == 32
@@ -112,7 +122,18 @@ SCRIPT = textwrap.dedent('''
     st.CONFIG_OVERRIDE.update(BLOCK_D=4)  # 4 channels a program, one group
     worst = max(worst, plain(2, 8, 21, 2, None, True, True))
     worst = max(worst, plain(1, 6, 1, 1, None, False, False))
-    st.CONFIG_OVERRIDE.update(states=False)  # the general kernels with several states
+    # segment-parallel: summaries, the scan over the segments, then each segment (2 and 3
+    # chunks a segment, the last one partial; the summaries' tiles 32 and 16 tokens)
+    st.CONFIG_OVERRIDE.update(BLOCK_D=2, seg=2)
+    worst = max(worst, plain(2, 4, 100, 4, 2, True, True))
+    st.CONFIG_OVERRIDE.update(BLOCK_D=1, seg=3)
+    worst = max(worst, plain(1, 2, 130, 8, None, False, True))
+    del st.CONFIG_OVERRIDE['seg']
+    # the general kernels with several states, one channel a program (a (1, N) tile of gA
+    # atomics: the interpreter dropped all but its first state under a (1, 1) mask) and four
+    st.CONFIG_OVERRIDE.update(states=False)
+    worst = max(worst, plain(2, 4, 37, 4, 2, True, True))
+    st.CONFIG_OVERRIDE.update(BLOCK_D=4)
     worst = max(worst, plain(2, 4, 37, 4, 2, True, True))
     # forcing the states-parallel kernels leaves the shapes they cannot run (one state, the
     # cross op) on the general kernels

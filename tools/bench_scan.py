@@ -285,13 +285,18 @@ def bench_cross(args, mamba_fn, copy_gbs, only_fused=False):
     return rows
 
 
-SWEEP = {  # (BLOCK_D, BLOCK_L, num_warps, atomic gB/gC reduction)
+SWEEP_KEYS = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'seg')
+SWEEP = {  # (BLOCK_D, BLOCK_L, num_warps, atomic gB/gC reduction[, chunks a segment])
     'n1_long': [(1, 512, 2, True), (2, 512, 4, True), (4, 256, 4, True), (16, 128, 4, False)],
     'short': [(1, 256, 4, True), (2, 256, 4, True), (4, 256, 8, True), (1, 256, 8, True)],
     # the states-parallel kernels (n >= 2): channels per program, tile length, warps
     'states': [(1, 16, 1, True), (2, 16, 1, True), (4, 16, 1, True), (2, 8, 1, True),
                (4, 8, 1, True), (1, 32, 1, True), (2, 32, 1, True), (2, 16, 2, True),
                (4, 16, 2, True), (1, 256, 4, True)],
+    # the states-parallel kernels' segments (0: none; --sweep-set states_seg)
+    'states_seg': [(1, 16, 1, True, 0), (1, 16, 1, True, 4), (1, 16, 1, True, 8),
+                   (1, 16, 1, True, 16), (1, 16, 1, True, 32), (1, 16, 1, True, 64),
+                   (1, 16, 1, True, 128), (2, 16, 1, True, 16)],
     'cross_first': [(1, 512, 2, True), (2, 512, 4, True), (4, 512, 4, True)],
     'cross_last': [(8, 256, 4, True), (16, 128, 4, False), (4, 512, 4, True)],
 }
@@ -303,9 +308,10 @@ def sweep(args, shapes):
     rows = []
     for name, (b, d, l, n, g) in shapes.items():  # noqa: E741
         inputs = scan_inputs(b, d, l, n, g, torch.bfloat16, 'cuda')
-        for cfg in SWEEP['states' if n > 1 else 'n1_long' if l > 1024 else 'short']:
+        for cfg in SWEEP[args.sweep_set or
+                         ('states' if n > 1 else 'n1_long' if l > 1024 else 'short')]:
             st.CONFIG_OVERRIDE.clear()
-            st.CONFIG_OVERRIDE.update(zip(('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic'), cfg))
+            st.CONFIG_OVERRIDE.update(zip(SWEEP_KEYS, cfg))
             fwd, fwd_bwd = fwd_bwd_closures(scan_fn('triton', None), inputs, SCAN_GRADS)
             try:
                 tf, tfb = args.timer(fwd, args.reps), args.timer(fwd_bwd, args.reps)
@@ -318,7 +324,7 @@ def sweep(args, shapes):
     for cl in (False, True) if not args.no_cross else ():
         for cfg in SWEEP['cross_last' if cl else 'cross_first']:
             st.CONFIG_OVERRIDE.clear()
-            st.CONFIG_OVERRIDE.update(zip(('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic'), cfg))
+            st.CONFIG_OVERRIDE.update(zip(SWEEP_KEYS, cfg))
             sub = argparse.Namespace(**vars(args))
             sub.layouts = [cl]
             try:
@@ -346,9 +352,11 @@ def main():
     parser.add_argument('--no-cross', action='store_true')
     parser.add_argument('--cases', default=None,
                         help='comma list of the plain-scan cases to run (default: the VMamba and '
-                             'MambaVision shapes; long_n8 and long_n16 only when named)')
+                             'MambaVision shapes; the long ones only when named)')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads')
     parser.add_argument('--sweep', action='store_true', help='time Triton launch configurations')
+    parser.add_argument('--sweep-set', default=None, choices=list(SWEEP),
+                        help='--sweep: this list of configurations for every case')
     parser.add_argument('--cuda-graph', action='store_true',
                         help='time CUDA-graph replays of each call (GPU time without the host)')
     parser.add_argument('--interleave', action='store_true',
@@ -377,9 +385,15 @@ def main():
     shapes = {'vmamba_t_stage1': (b, 4 * 96, 56 * 56, 1, 4),
               'mambavision_t_s3_n8': (b if gpu else 4 * b, 160, 196, 8, None),
               'mambavision_t_s3_n16': (b if gpu else 4 * b, 160, 196, 16, None)}
-    # long sequences at several states (not MambaVision's windows): only when named by --cases
+    # long sequences at several states, only when named by --cases: MambaVision-T's windows in
+    # the official downstream configs, a batch of 2 (Mask R-CNN at 1344x800: stage 3 one 112^2
+    # window of the padded 84x50 map, stage 4 one 56^2; UperNet at 512^2: stage 3 one 64^2),
+    # and a batch of 8 at 4096 tokens
     extra = {'long_n8': (8 if gpu else 1, 160, 4096, 8, None),
-             'long_n16': (8 if gpu else 1, 160, 4096, 16, None)}
+             'long_n16': (8 if gpu else 1, 160, 4096, 16, None),
+             'mv_det_s3_n8': (2 if gpu else 1, 160, 112 * 112, 8, None),
+             'mv_det_s4_n8': (2 if gpu else 1, 320, 56 * 56, 8, None),
+             'mv_seg_s3_n8': (2 if gpu else 1, 160, 64 * 64, 8, None)}
     if args.cases:
         known = {**shapes, **extra}
         names = args.cases.split(',')

@@ -36,6 +36,7 @@ import json
 import os
 import os.path as osp
 import platform
+import re
 import sys
 import traceback
 import types
@@ -253,7 +254,8 @@ def _name_arch_options(spec, rest):
     name, _, rest = rest.partition(':')
     arch, _, opts = rest.partition(':')
     kwargs = {}
-    for item in filter(None, opts.split(',')):
+    # commas inside brackets belong to the value: window_size=(8,8,112,56)
+    for item in filter(None, re.split(r',(?![^()\[\]]*[)\]])', opts)):
         key, eq, value = item.partition('=')
         try:
             if not eq or not key.isidentifier():

@@ -128,13 +128,15 @@ def check_plain(case, dtype, backend, gen):
 #: the tile's layout (tokens in registers or across lanes, channels or states across warps)
 #: follows from these, and with it how the compiler lowers the scans, flips and reductions
 STATES_CONFIGS = [(1, 16, 1), (2, 16, 1), (4, 16, 1), (8, 16, 1), (16, 16, 1), (2, 8, 1),
-                  (2, 32, 1), (4, 16, 2), (8, 16, 2), (1, 256, 4), (4, 32, 4)]
+                  (2, 32, 1), (4, 16, 2), (8, 16, 2), (1, 256, 4), (4, 32, 4),
+                  # segment-parallel: chunks a segment (the summaries' tiles 16-64 tokens)
+                  (1, 16, 1, 1), (2, 16, 1, 3), (1, 16, 1, 8), (4, 32, 4, 2), (1, 64, 1, 2)]
 
 
 def check_states_configs(record, gen):
     """The several-state plain cases (float32) under every :data:`STATES_CONFIGS` entry."""
     import mmvision_ssm.ops.scan_triton as st
-    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps')
+    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'seg')
     for cfg in STATES_CONFIGS:
         st.CONFIG_OVERRIDE.update(zip(keys, cfg), states=True)
         for case in [c for c in CASES if c[3] >= 2]:
@@ -375,14 +377,17 @@ def main():
     # ('states' False sends n >= 2 to the general kernels instead of the states-parallel ones;
     # 'chunk_par' True forces the chunk-parallel kernels, which the automatic rule picks only
     # for few programs)
-    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split', 'states', 'chunk_par')
+    # ('seg': the states-parallel kernels' chunks a segment, 0 for one segment)
+    keys = ('BLOCK_D', 'BLOCK_L', 'num_warps', 'atomic', 'split', 'states', 'chunk_par', 'seg')
     forced_chunk_par = (4, 128, 4, True, True, False, True)
     # the states-parallel kernels in 32-token chunks (n >= 2); the other shapes stay on the
     # general kernels (4 channels per program)
     forced_states = (4, 32, 4, True, False, True)
+    # ... and segment-parallel, 2 chunks a segment
+    forced_states_seg = (1, 16, 1, True, False, True, False, 2)
     for cfg in [] if args.only else [(4, 128, 4, False, False, False), forced_chunk_par,
-                                     forced_states] \
-            if args.quick else [forced_chunk_par, forced_states,
+                                     forced_states, forced_states_seg] \
+            if args.quick else [forced_chunk_par, forced_states, forced_states_seg,
             (1, 1024, 4, True, False, True), (8, 256, 4, False, True, False),
             (1, 512, 2, True, False, False)]:
         st.CONFIG_OVERRIDE.update(zip(keys, cfg))

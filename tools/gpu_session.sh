@@ -13,7 +13,7 @@
 #   checkcross   the cross-op kernels only (all seven cases, float32 + bfloat16)
 #   checkplain   the plain-scan checks only (Triton; mamba-ssm too when built before)
 #   checkstates  the several-state plain-scan checks under each forced tile (BLOCK_D, BLOCK_L,
-#                warps: gpu_check_ops.py STATES_CONFIGS)
+#                warps, chunks a segment: gpu_check_ops.py STATES_CONFIGS)
 #   sweep        tools/sweep_cross_op.py --quick: cross-op launch configurations per stage shape
 #   sweepbwd     sweep_cross_op.py --bwd: the cross op's backward alone (224^2 b64 stages 1, 3)
 #   ncucross     Nsight Compute (--set full) on the cross op's forward and backward kernels

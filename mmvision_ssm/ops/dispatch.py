@@ -5,9 +5,10 @@ Order of precedence: the ``backend=`` argument, then the environment variable
 
 * CUDA tensors in float32/float16/bfloat16 -> ``triton`` for d_state 1 (VMamba; forward+backward
   1.78x mamba-ssm on GPU time, 1.41-1.64x eager, side by side), ``mamba_ssm`` for d_state > 1
-  when it is installed (at MambaVision's 196-token windows ours is 1.12-1.15x on GPU time but
-  0.71-0.77x eager, host time included, and at 4096 tokens 0.49-0.58x on GPU time;
-  docs/benchmarks.md, runs CO, CP), else whichever of the two imports, else ``torch``;
+  when it is installed (ours, forward+backward on GPU time: 1.14-1.17x at MambaVision's
+  196-token windows and 1.10-1.15x at its detection windows, but 0.61-0.67x at 4096 tokens,
+  its forward alone 0.37-1.06x, and eager at these sizes 0.59-0.77x, host time included;
+  docs/benchmarks.md, runs CO-CU), else whichever of the two imports, else ``torch``;
 * anything else (CPU, float64) -> ``torch``.
 
 ``ref`` is never chosen automatically: it is the sequential oracle for tests.

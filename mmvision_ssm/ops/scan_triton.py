@@ -429,8 +429,10 @@ def _scan_bwd_kernel(
         # the parameter gradients (K * CH, N) and (K * CH), summed over the batch (and the
         # chunks) here: one zeroed buffer on the host instead of partials and their sums
         if MODE != 1:
+            # (the mask spelled out at gA's shape: Triton's interpreter applied the (1, 1) mask
+            # of one channel a program to the first state only; compiled kernels were right)
             tl.atomic_add(gA_ptr + arow[:, None] * N + nidx[None, :], gA_acc,
-                          mask=cmask[:, None], sem='relaxed')
+                          mask=cmask[:, None] & (nidx[None, :] < N), sem='relaxed')
             if HAS_D:
                 tl.atomic_add(gD_ptr + arow, gD_acc, mask=cmask, sem='relaxed')
             if HAS_BIAS:
@@ -508,6 +510,22 @@ STATES_TILE = dict(BLOCK_D=1, BLOCK_L=16, num_warps=1)
 #: 0.340 ms with one channel; at b8 x 4096 tokens (4.8 programs per SM) 1.177 against 0.972
 STATES_PAIR_MIN_N = 16
 STATES_PAIR_PROGRAMS_PER_SM = 16
+#: long sequences with few programs (MambaVision's detection and segmentation windows,
+#: 3136-12544 tokens at a batch of 2) run segment-parallel: each program one segment of
+#: STATES_SEG_CHUNKS chunks (more for sequences of over STATES_SEG_MAX segments: each program
+#: folds the summaries of the segments before it) from the state entering it -- when one
+#: program per sequence would leave fewer than STATES_SEG_PROGRAMS_PER_SM programs per SM.
+#: Segments take two channels a program when that still leaves
+#: STATES_SEG_PAIR_PROGRAMS_PER_SM programs per SM. Run CR sweep (H100, GPU time,
+#: f+b ms, n 8; one program per sequence / segments of 4, 8, 16, 32, 64, 128 chunks / 16 with
+#: two channels): b2 x 160 x 12544 1.688 / 0.452 0.428 0.419 0.431 0.482 0.480 / 0.380 (59
+#: pair programs per SM), b2 x 320 x 3136 0.391 / ... 0.230 ... / 0.210 (32 per SM), b2 x 160 x
+#: 4096 0.476 / ... 0.160 ... / 0.209 (19 per SM), b8 x 160 x 4096 0.667 / ... 0.542 ... /
+#: 0.482; n 16 there 0.984 / ... 1.003 ... / 0.896
+STATES_SEG_CHUNKS = 16
+STATES_SEG_MAX = 64
+STATES_SEG_PROGRAMS_PER_SM = 32
+STATES_SEG_PAIR_PROGRAMS_PER_SM = 24
 
 
 #: chunk-parallel kernels (one chunk per program: summaries, a scan over the chunks, outputs)
@@ -552,12 +570,11 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     if K == 1 and N >= 2 and CONFIG_OVERRIDE.get('states', True):
         # several states (MambaVision): the states-parallel kernels (scan_triton_states.py),
         # BLOCK_D channels of one batch element per program, (BLOCK_D, N, BLOCK_L) tiles
-        cfg = dict(STATES_TILE, states=True, atomic=True, split=False)
-        if N >= STATES_PAIR_MIN_N and bsz is not None and bsz * cdiv(CH or HD, 2) >= \
-                STATES_PAIR_PROGRAMS_PER_SM * sm_count(device, INTERPRETER_SMS):
-            cfg['BLOCK_D'] = 2
+        cfg = dict(STATES_TILE, states=True, atomic=True, split=False, seg=0)
+        if bsz is not None:
+            cfg.update(_states_launch(N, L, bsz, CH or HD, sm_count(device, INTERPRETER_SMS)))
         cfg.update({k: v for k, v in CONFIG_OVERRIDE.items()
-                    if k in ('BLOCK_D', 'BLOCK_L', 'num_warps')})
+                    if k in ('BLOCK_D', 'BLOCK_L', 'num_warps', 'seg')})
         while HD % cfg['BLOCK_D']:  # a program's channels share one B/C group
             cfg['BLOCK_D'] //= 2
         return cfg
@@ -623,6 +640,19 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
         if K > 1:
             cfg['split'] = True  # chunks of a direction run in parallel: the directions must too
     return cfg
+
+
+def _states_launch(N, L, bsz, CH, sms):
+    """Channels a program (BLOCK_D) and chunks a segment (``seg``, 0: one segment) of the
+    states-parallel kernels with their default 16-token chunks."""
+    nchunk = cdiv(L, STATES_TILE['BLOCK_L'])
+    seg = 0
+    if bsz * CH < STATES_SEG_PROGRAMS_PER_SM * sms and nchunk > STATES_SEG_CHUNKS:
+        seg = max(STATES_SEG_CHUNKS, next_pow2(cdiv(nchunk, STATES_SEG_MAX)))
+    pair_programs = bsz * cdiv(CH, 2) * (cdiv(nchunk, seg) if seg else 1)
+    pair = pair_programs >= STATES_SEG_PAIR_PROGRAMS_PER_SM * sms if seg else \
+        N >= STATES_PAIR_MIN_N and pair_programs >= STATES_PAIR_PROGRAMS_PER_SM * sms
+    return dict(BLOCK_D=2 if pair else 1, seg=seg)
 
 
 _CONFIG_CACHE = {}
