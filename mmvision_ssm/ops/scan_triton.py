@@ -69,6 +69,18 @@ def _softplus(x):
 
 
 @triton.jit
+def _load_dt(dt_ptr, off, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """dt after the bias and the softplus, 0 where masked (a padding token leaves h as it is:
+    a = 1, x = 0)."""
+    dt = tl.load(dt_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dt += bias
+    if SOFTPLUS:
+        dt = _softplus(dt)
+    return tl.where(mask, dt, 0.0)
+
+
+@triton.jit
 def _dt_pair(dt_pre, dtn, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """The backward's dt at t and at t + 1 (for a_{t+1}) after the bias and the softplus, and
     the pre-softplus dt at t (for the softplus derivative): (dt_pre, dt, dt_next)."""
@@ -182,6 +194,7 @@ def _scan_fwd_kernel(
         A_k = A_k.to(tl.float32)
         if HAS_D:
             Dv = tl.load(D_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
+        bias = tl.zeros((BLOCK_D,), dtype=tl.float32)  # (unused without a bias)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + arow, mask=cmask, other=0.0).to(tl.float32)
         st_off = ((b * K + k) * CH + c[:, None]) * NCHUNK * N + nidx[None, :]
@@ -200,13 +213,8 @@ def _scan_fwd_kernel(
             m2 = cmask[:, None] & tmask[None, :]
             u = tl.load(u_ptr + b * su_b + c[:, None] * su_c + p[None, :] * su_p, mask=m2,
                         other=0.0).to(tl.float32)
-            dt = tl.load(dt_ptr + b * sdt_b + k * sdt_k + c[:, None] * sdt_c + p[None, :] * sdt_p,
-                         mask=m2, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                dt += bias[:, None]
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            dt = tl.where(m2, dt, 0.0)  # padding tokens: a = 1, x = 0
+            dt = _load_dt(dt_ptr, b * sdt_b + k * sdt_k + c[:, None] * sdt_c + p[None, :] * sdt_p,
+                          m2, bias[:, None], HAS_BIAS, SOFTPLUS)
             du = dt * u
             if MODE == 0:
                 tl.store(st_base + ci * N, h_carry, mask=cmask[:, None])

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from .common import cdiv
-from .scan_triton import _combine, _dt_pair, _softplus  # shared with the general kernels
+from .scan_triton import _combine, _dt_pair, _load_dt  # shared with the general kernels
 from .triton_launch import FastLaunch
 
 
@@ -59,17 +59,6 @@ def _segment(NCHUNK, CPS):
     seg = tl.program_id(2)
     c_lo = seg * CPS
     return seg, c_lo, tl.minimum(NCHUNK, c_lo + CPS)
-
-
-@triton.jit
-def _load_dt(dt_ptr, off, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """dt after the bias and the softplus, 0 where masked (a padding token leaves h as it is)."""
-    dt = tl.load(dt_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        dt += bias
-    if SOFTPLUS:
-        dt = _softplus(dt)
-    return tl.where(mask, dt, 0.0)
 
 
 @triton.jit
@@ -191,12 +180,7 @@ def _states_fwd_kernel(
         m2 = (nidx[:, None] < N) & tmask[None, :]
         mc = (c[:, None] < CH) & tmask[None, :]
         u = tl.load(u_base + t[None, :] * su_p, mask=mc, other=0.0).to(tl.float32)
-        dt = tl.load(dt_base + t[None, :] * sdt_p, mask=mc, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt += bias[:, None]
-        if SOFTPLUS:
-            dt = _softplus(dt)
-        dt = tl.where(mc, dt, 0.0)  # padding tokens: a = 1, x = 0 (h passes through)
+        dt = _load_dt(dt_base, t[None, :] * sdt_p, mc, bias[:, None], HAS_BIAS, SOFTPLUS)
         Bt = tl.load(B_base + t[None, :] * sB_p, mask=m2, other=0.0).to(tl.float32)
         Ct = tl.load(C_base + t[None, :] * sC_p, mask=m2, other=0.0).to(tl.float32)
         tl.store(st_base + ci * N, h)
