@@ -46,5 +46,7 @@ setup(
         'tests': ['pytest>=7', 'pytest-timeout'],
     },
     include_package_data=True,
+    # the CPU scan's C source, compiled on first use (mmvision_ssm/ops/scan_cpu.py)
+    package_data={'mmvision_ssm.ops': ['scan_cpu.c']},
     zip_safe=False,
 )

@@ -273,9 +273,9 @@ def test_dispatcher_choice_env_and_errors(monkeypatch):
     x = torch.randn(1, 2, 5)
     A, B = -torch.rand(2, 1), torch.randn(1, 1, 5)
     monkeypatch.delenv(ENV_VAR, raising=False)
-    y = selective_scan(x, x.abs(), A, B, B)
-    assert rel_err(y, selective_scan_torch(x, x.abs(), A, B, B)) == 0  # CPU default: torch
-    with pytest.raises(ValueError, match='valid choices: ref, torch, triton, mamba_ssm'):
+    y = selective_scan(x, x.abs(), A, B, B)  # CPU default: cpu (tests/test_ops_cpu.py), or torch
+    assert rel_err(y, selective_scan_torch(x, x.abs(), A, B, B)) < 1e-6
+    with pytest.raises(ValueError, match='valid choices: ref, torch, cpu, triton, mamba_ssm'):
         selective_scan(x, x.abs(), A, B, B, backend='cuda_magic')
     with pytest.raises(ValueError, match="'triton' cannot run these inputs.*CUDA"):
         selective_scan(x, x.abs(), A, B, B, backend='triton')
@@ -288,7 +288,7 @@ def test_dispatcher_choice_env_and_errors(monkeypatch):
     monkeypatch.setattr(ops, 'selective_scan_ref', lambda *a, **k: calls.append(1) or a[0])
     selective_scan(x, x.abs(), A, B, B)
     assert calls == [1]
-    assert set(BACKENDS) == {'ref', 'torch', 'triton', 'mamba_ssm'}
+    assert set(BACKENDS) == {'ref', 'torch', 'cpu', 'triton', 'mamba_ssm'}
 
 
 def test_automatic_choice_on_cuda(monkeypatch):

@@ -11,7 +11,8 @@ copy bandwidth measured in the same run.
 
 CPU (wall clock, median of --reps runs):
     python tools/bench_scan.py --device cpu
-compares ``torch`` with the sequential ``ref`` at the same shapes with a CPU-sized batch.
+compares ``cpu`` (compiled C) and ``torch`` with the sequential ``ref`` at the same shapes with
+a CPU-sized batch (threads: ``--threads``).
 """
 import argparse
 import datetime
@@ -183,7 +184,7 @@ def bench_plain(args, shapes, backends, mamba_fn, timer):
             inputs = scan_inputs(b, d, l, n, g, dtype, args.device)
             res = {}
             if args.interleave:  # the GPU backends in turn, round by round
-                fast = [be for be in backends if be not in ('torch', 'ref')
+                fast = [be for be in backends if be not in ('torch', 'cpu', 'ref')
                         and (be != 'mamba_ssm' or mamba_fn is not None)]
                 res.update(time_interleaved(
                     {be: fwd_bwd_closures(scan_fn(be, mamba_fn), inputs, SCAN_GRADS)
@@ -205,10 +206,11 @@ def bench_plain(args, shapes, backends, mamba_fn, timer):
                                  dtype=str(dtype).replace('torch.', ''), backend=be,
                                  fwd_ms=tf, fwd_bwd_ms=tfb))
             base = 'mamba_ssm' if 'mamba_ssm' in res else 'ref' if 'ref' in res else None
-            fast = 'triton' if 'triton' in res else 'torch'
-            if base and fast in res:
+            fasts = ['triton'] if 'triton' in res else [be for be in ('cpu', 'torch') if be in res]
+            for fast in fasts if base else []:
                 print(f'{name:22s} {str(dtype):15s} {fast} vs {base}: fwd '
-                      f'{res[base][0] / res[fast][0]:.2f}x  fwd+bwd {res[base][1] / res[fast][1]:.2f}x')
+                      f'{res[base][0] / res[fast][0]:.2f}x  '
+                      f'fwd+bwd {res[base][1] / res[fast][1]:.2f}x')
     return rows
 
 
@@ -422,7 +424,7 @@ def main():
             with open(args.out, 'w') as f:
                 json.dump(dict(info=info, copy_GBps=args.copy_gbs, rows=rows), f, indent=1)
         return
-    backends = ['triton', 'mamba_ssm', 'torch'] if gpu else ['torch', 'ref']
+    backends = ['triton', 'mamba_ssm', 'torch'] if gpu else ['cpu', 'torch', 'ref']
     for i, package in enumerate(args.also_package.split(',') if args.also_package else []):
         backends.insert(1 + i, f'triton@{package}')
     rows = bench_plain(args, shapes, backends, mamba_fn, args.timer)

@@ -575,8 +575,8 @@ def parse_args(argv=None):
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--threads', type=int, help='torch.set_num_threads (CPU runs)')
-    p.add_argument('--scan-backend', help='sets $MMVISION_SSM_SCAN_BACKEND (ref, torch, triton, '
-                                          'mamba_ssm)')
+    p.add_argument('--scan-backend', help='sets $MMVISION_SSM_SCAN_BACKEND (ref, torch, cpu, '
+                                          'triton, mamba_ssm)')
     p.add_argument('--sweep-resolution', type=int, nargs='+', metavar='SIZE',
                    help='inference time/memory at SIZExSIZE for each size (batch --batch)')
     p.add_argument('--fit-min', type=int, default=512, help='fit the exponent over sizes >= this')

@@ -3,7 +3,8 @@
     from mmvision_ssm.ops import selective_scan, cross_scan, cross_merge, cross_selective_scan
 
 Backends (``backend=`` argument or ``$MMVISION_SSM_SCAN_BACKEND``; automatic when unset):
-``ref`` sequential oracle (any dtype), ``torch`` chunked scan in plain PyTorch (CPU default),
+``ref`` sequential oracle (any dtype), ``torch`` chunked scan in plain PyTorch (any device,
+float64), ``cpu`` compiled C built on first use (CPU default when a C compiler is there),
 ``triton`` fused CUDA kernels (GPU default), ``mamba_ssm`` mamba-ssm's CUDA kernel when installed.
 Triton is imported only when the triton backend runs.
 """
@@ -23,6 +24,9 @@ def _scan_fn(name):
         return selective_scan_ref
     if name == 'torch':
         return selective_scan_torch
+    if name == 'cpu':
+        from .scan_cpu import selective_scan_cpu
+        return selective_scan_cpu
     if name == 'triton':
         from .scan_triton import selective_scan_triton
         return selective_scan_triton
@@ -41,7 +45,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         D, delta_bias: (d,) or None.  z: (b, d, l) gate, ``y * silu(z)``, or None.
         delta_softplus: apply softplus to ``delta + delta_bias``.
         return_last_state: also return the final state (b, d, n) (float32, float64 for float64).
-        backend: 'ref' | 'torch' | 'triton' | 'mamba_ssm' | None (automatic).
+        backend: 'ref' | 'torch' | 'cpu' | 'triton' | 'mamba_ssm' | None (automatic).
 
     Returns y (b, d, l) in u's dtype (state accumulated in float32), or (y, last_state).
     Differentiable in every tensor argument.

@@ -9,7 +9,10 @@ Order of precedence: the ``backend=`` argument, then the environment variable
   196-token windows and 1.10-1.15x at its detection windows, but 0.61-0.67x at 4096 tokens,
   its forward alone 0.37-1.06x, and eager at these sizes 0.59-0.77x, host time included;
   docs/benchmarks.md, runs CO-CU), else whichever of the two imports, else ``torch``;
-* anything else (CPU, float64) -> ``torch``.
+* CPU tensors in float32/float16/bfloat16 -> ``cpu`` (compiled C, built on first use;
+  forward+backward 2.3-5x ``torch``, 17-24x ``ref``, docs/benchmarks.md) when a C compiler is
+  there, else ``torch``;
+* anything else (float64) -> ``torch``.
 
 ``ref`` is never chosen automatically: it is the sequential oracle for tests.
 """
@@ -19,7 +22,7 @@ import os
 
 import torch
 
-BACKENDS = ('ref', 'torch', 'triton', 'mamba_ssm')
+BACKENDS = ('ref', 'torch', 'cpu', 'triton', 'mamba_ssm')
 ENV_VAR = 'MMVISION_SSM_SCAN_BACKEND'
 _GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -68,10 +71,27 @@ def mamba_ssm_importable():
     return True
 
 
+@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result  # inside: Dynamo unwraps lru_cache and traces this
+def cpu_scan_unavailable():
+    """None when the compiled CPU scan builds and loads here, else why not (compiles it once
+    per machine on first call)."""
+    from .scan_cpu import unavailable_reason
+    return unavailable_reason()
+
+
 def _unavailable_reason(name, device, dtype, n):
     """None if ``name`` can run these inputs, else a sentence saying why not."""
     if name in ('ref', 'torch'):
         return None
+    if name == 'cpu':
+        if device.type != 'cpu':
+            return f'it needs CPU tensors (got {device.type})'
+        if dtype not in _GPU_DTYPES:
+            return f'it computes in float32 and takes float32/float16/bfloat16 (got {dtype})'
+        if n > 256:
+            return f'it supports d_state <= 256 (got {n})'
+        return cpu_scan_unavailable()
     if device.type != 'cuda':
         return f'it needs CUDA tensors (got {device.type})'
     if dtype not in _GPU_DTYPES:
@@ -103,7 +123,10 @@ def resolve_backend(backend, device, dtype, n):
             raise ValueError(f'scan backend {requested!r} cannot run these inputs: {reason}. '
                              f'Usable here: {", ".join(usable)}')
         return requested
-    order = ('triton', 'mamba_ssm') if n == 1 else ('mamba_ssm', 'triton')
+    if device.type == 'cpu':
+        order = ('cpu',)
+    else:
+        order = ('triton', 'mamba_ssm') if n == 1 else ('mamba_ssm', 'triton')
     for name in order:
         if _unavailable_reason(name, device, dtype, n) is None:
             return name

@@ -1,0 +1,271 @@
+"""The ``cpu`` backend: the selective scan as compiled C (``scan_cpu.c``), called through ctypes.
+
+The C source is compiled on first use with the system C compiler (``$CC``, else ``cc``/``gcc``/
+``clang``; about a second) into ``$MMVISION_SSM_CACHE/cpu_scan`` (default
+``~/.cache/mmvision_ssm``), keyed by the source, the compiler and the CPU, so each machine builds
+it once. Without a compiler the dispatcher keeps the plain-PyTorch ``torch`` backend, and asking
+for ``backend='cpu'`` says why it cannot run.
+
+Work is split over ``torch.get_num_threads()`` Python threads: ctypes releases the GIL during the
+C call, so the threads run in parallel without a second OpenMP runtime beside torch's. Forward
+work is split by channel; backward work by (batch, B/C group, a slice of the group's channels),
+each slice adding into its own partial sums of dB and dC, which are added up afterwards.
+"""
+import concurrent.futures
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .common import as_grouped, check_scan_inputs
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'scan_cpu.c')
+CACHE_ENV = 'MMVISION_SSM_CACHE'
+# -fopenmp-simd honours the source's `omp simd` hints without linking an OpenMP runtime;
+# -ffp-contract=fast allows fused multiply-adds (ISO C mode turns them off); no -ffast-math
+# (NaN must stay NaN)
+CFLAGS = ['-O3', '-std=c11', '-fPIC', '-shared', '-fopenmp-simd', '-fno-math-errno',
+          '-ffp-contract=fast']
+# the C code runs d_state > 1 in vectors of this many floats (zero states pad the rest)
+STATE_VECTOR = 8
+NATIVE_FLAGS = ['-march=native']
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class _ScanArgs(ctypes.Structure):
+    """The C ``Scan`` struct: every field 8 bytes, in the C order."""
+    _fields_ = ([(name, ctypes.c_int64) for name in
+                 ('b', 'd', 'l', 'n', 'g', 'splits', 'softplus')] +
+                [(name, ctypes.c_void_p) for name in
+                 ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'bias', 'y', 'last', 'gy', 'glast',
+                  'gu', 'gdelta', 'gz', 'gA', 'gD', 'gbias', 'gB', 'gC')])
+
+
+def _compiler():
+    for name in (os.environ.get('CC'), 'cc', 'gcc', 'clang'):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature():
+    """What -march=native depends on: the CPU's feature flags (Linux) or its name."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith(('flags', 'Features')):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build(cc, out):
+    """Compile SOURCE into ``out`` (atomically: processes may build at once); '' or the error."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(out))
+    os.close(fd)
+    for extra in (NATIVE_FLAGS, []):  # a compiler without -march=native still builds
+        cmd = [cc, *CFLAGS, *extra, SOURCE, '-o', tmp, '-lm']
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0:
+            os.replace(tmp, out)
+            return ''
+    os.unlink(tmp)
+    return f'`{" ".join(cmd)}` failed: {(proc.stderr or proc.stdout).strip()[-600:]}'
+
+
+@functools.lru_cache(maxsize=None)
+def _library():
+    """(ctypes library, None) or (None, why it is not available)."""
+    cc = _compiler()
+    if cc is None:
+        return None, ('no C compiler found (install gcc or clang, or set CC=/path/to/cc); '
+                      'backend="torch" runs without one')
+    version = subprocess.run([cc, '--version'], capture_output=True, text=True).stdout
+    with open(SOURCE, 'rb') as f:
+        key = hashlib.sha256(b'\0'.join([
+            f.read(), ' '.join(CFLAGS + NATIVE_FLAGS).encode(), cc.encode(), version.encode(),
+            _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:16]
+    cache = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache',
+                                                      'mmvision_ssm')
+    path = os.path.join(cache, 'cpu_scan', f'scan_cpu_{key}.so')
+    if not os.path.exists(path):
+        err = _build(cc, path)
+        if err:
+            return None, f'building {SOURCE} failed: {err}'
+    lib = ctypes.CDLL(path)
+    lib.scan_workspace_floats.restype = ctypes.c_int64
+    lib.scan_workspace_floats.argtypes = [ctypes.c_int64, ctypes.c_int64]
+    for fn in (lib.scan_forward, lib.scan_backward):
+        fn.restype = None
+        fn.argtypes = [ctypes.POINTER(_ScanArgs), ctypes.c_int64, ctypes.c_int64,
+                       ctypes.c_void_p]
+    return lib, None
+
+
+def unavailable_reason():
+    """None when the compiled scan can run here, else a sentence saying why not."""
+    return _library()[1]
+
+
+class _Threads(threading.local):
+    """Per-thread workspaces, kept between calls (fresh memory costs page faults)."""
+
+    def __init__(self):
+        self.ws = {}
+
+    def workspace(self, worker, numel):
+        buf = self.ws.get(worker)
+        if buf is None or buf.numel() < numel:
+            buf = self.ws[worker] = torch.empty(numel, dtype=torch.float32)
+        return buf
+
+
+_WORK = _Threads()
+_POOL = {}  # pid -> executor: a forked child makes its own
+
+
+def _executor(workers):
+    key = (os.getpid(), workers)
+    pool = _POOL.get(key)
+    if pool is None:
+        pool = _POOL[key] = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix='mmvision_ssm_scan')
+    return pool
+
+
+def _run(fn, args, units, l, n):  # noqa: E741
+    """fn(args, lo, hi, workspace) over [0, units) split across the intra-op thread count."""
+    lib = _library()[0]
+    need = lib.scan_workspace_floats(l, n)
+    workers = max(1, min(torch.get_num_threads(), units))
+    bounds = [units * i // workers for i in range(workers + 1)]
+    ref = ctypes.byref(args)
+    if workers == 1:
+        fn(ref, 0, units, _WORK.workspace(0, need).data_ptr())
+        return
+    spans = [(bounds[i], bounds[i + 1], _WORK.workspace(i, need).data_ptr())
+             for i in range(workers)]
+    futures = [_executor(workers).submit(fn, ref, lo, hi, ws) for lo, hi, ws in spans[1:]]
+    fn(ref, *spans[0])  # this thread takes the first span
+    for fut in futures:
+        fut.result()
+
+
+def _f32(t, pad_to=None):
+    """float32, contiguous; the last dim zero-padded to ``pad_to``."""
+    if t is None:
+        return None
+    t = t.detach().to(torch.float32)
+    if pad_to is not None and pad_to > t.shape[-1]:
+        return torch.nn.functional.pad(t, (0, pad_to - t.shape[-1]))
+    return t.contiguous()
+
+
+def _padded_state(n):
+    return n if n == 1 else -(-n // STATE_VECTOR) * STATE_VECTOR
+
+
+def _ptr(t):
+    return None if t is None else t.data_ptr()
+
+
+class _Inputs:
+    """The inputs in the C layouts (float32, contiguous; B/C time-major per group)."""
+
+    def __init__(self, u, delta, A, B, C, D, z, delta_bias):
+        self.n = A.shape[1]
+        self.np = np_ = _padded_state(self.n)  # the state as the C code runs it
+        self.u, self.delta, self.A = _f32(u), _f32(delta), _f32(A, np_)
+        # (b, g, n, l) -> (b, g, l, n); for n = 1 only a view
+        self.B = _f32(as_grouped(B, 'B').transpose(-1, -2), np_)
+        self.C = _f32(as_grouped(C, 'C').transpose(-1, -2), np_)
+        self.D, self.z, self.bias = _f32(D), _f32(z), _f32(delta_bias)
+
+    def args(self, softplus, splits=1):
+        b, d, l = self.u.shape  # noqa: E741
+        g = self.B.shape[1]
+        return _ScanArgs(b=b, d=d, l=l, n=self.np, g=g, splits=splits, softplus=int(softplus),
+                         **{k: _ptr(getattr(self, k)) for k in
+                            ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'bias')})
+
+
+class SelectiveScanCPU(torch.autograd.Function):
+    """Forward and backward in C; only the inputs are kept (the backward recomputes the
+    states per channel, in cache)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        x = _Inputs(u, delta, A, B, C, D, z, delta_bias)
+        b, d, l = u.shape  # noqa: E741
+        args = x.args(delta_softplus)
+        y = torch.empty(b, d, l, dtype=torch.float32)
+        last = torch.empty(b, d, x.np, dtype=torch.float32) if return_last_state else None
+        args.y, args.last = _ptr(y), _ptr(last)
+        _run(_library()[0].scan_forward, args, b * d, l, x.np)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        ctx.delta_softplus = delta_softplus
+        y = y.to(u.dtype)
+        return (y, last[..., :x.n]) if return_last_state else y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, grad_last=None):
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        x = _Inputs(u, delta, A, B, C, D, z, delta_bias)
+        b, d, l = u.shape  # noqa: E741
+        g, n = x.B.shape[1], x.np
+        # enough (batch, group, channel-slice) units for every thread
+        splits = max(1, min(d // g, -(-torch.get_num_threads() // (b * g))))
+        args = x.args(ctx.delta_softplus, splits)
+        gy, glast = _f32(grad_y), _f32(grad_last, n)
+        gu, gdelta = torch.empty(b, d, l), torch.empty(b, d, l)
+        gz = torch.empty(b, d, l) if z is not None else None
+        gA = torch.empty(b, d, n)
+        gD = torch.empty(b, d) if D is not None else None
+        gbias = torch.empty(b, d) if delta_bias is not None else None
+        gB, gC = torch.zeros(2, splits, b, g, l, n).unbind(0)
+        for name, t in (('gy', gy), ('glast', glast), ('gu', gu), ('gdelta', gdelta),
+                        ('gz', gz), ('gA', gA), ('gD', gD), ('gbias', gbias), ('gB', gB),
+                        ('gC', gC)):
+            setattr(args, name, _ptr(t))
+        _run(_library()[0].scan_backward, args, splits * b * g, l, n)
+
+        def bc_grad(t, like):  # (splits, b, g, l, n padded) -> like's layout and dtype
+            return t.sum(0)[..., :x.n].transpose(-1, -2).reshape(like.shape).to(like.dtype)
+
+        return (gu.to(u.dtype), gdelta.to(delta.dtype), gA.sum(0)[:, :x.n].to(A.dtype),
+                bc_grad(gB, B), bc_grad(gC, C),
+                None if D is None else gD.sum(0).to(D.dtype),
+                None if z is None else gz.to(z.dtype),
+                None if delta_bias is None else gbias.sum(0).to(delta_bias.dtype),
+                None, None)
+
+
+def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                       delta_softplus=False, return_last_state=False):
+    """Selective scan (mamba-ssm semantics, see :func:`mmvision_ssm.ops.selective_scan`) in
+    compiled C: CPU tensors, float32/float16/bfloat16 in, float32 state."""
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f'scan backend "cpu" is not available: {reason}')
+    if u.device.type != 'cpu' or u.dtype not in _DTYPES:
+        raise ValueError(f'scan backend "cpu" takes CPU float32/float16/bfloat16 tensors, got '
+                         f'{u.dtype} on {u.device}; use backend="torch" (float64: "ref"/"torch")')
+    if u.shape[-1] == 0:
+        from .scan_ref import selective_scan_ref
+        return selective_scan_ref(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                  delta_softplus=delta_softplus,
+                                  return_last_state=return_last_state)
+    return SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                  return_last_state)
