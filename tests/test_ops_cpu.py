@@ -2,6 +2,7 @@
 and its build, threading and dispatch.
 
 Uses test_ops.py's cases and random inputs (fresh each run, seed in every failure message)."""
+import os
 import stat
 
 import pytest
@@ -137,3 +138,14 @@ def test_build_failure_and_missing_compiler_say_why(fresh_build, monkeypatch):
     scan_cpu._library.cache_clear()
     monkeypatch.setattr(scan_cpu.shutil, 'which', lambda name: None)
     assert 'no C compiler found' in scan_cpu.unavailable_reason()
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/maps'), reason='reads /proc/self/maps (Linux)')
+def test_one_openmp_runtime_with_torch():
+    """The library's OpenMP threads are torch's (one libgomp loaded): a second runtime's pool
+    would compete with torch's spinning workers for the cores."""
+    x = torch.randn(1, 8, 64)
+    selective_scan(x, x.abs(), -torch.rand(8, 1), x[:, :1], x[:, 1:2], backend='cpu')
+    with open('/proc/self/maps') as f:
+        runtimes = {line.split()[-1] for line in f if 'libgomp' in line or 'libiomp' in line}
+    assert len(runtimes) <= 1, runtimes

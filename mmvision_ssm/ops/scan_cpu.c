@@ -1,7 +1,7 @@
 /* Selective scan (mamba-ssm semantics) for the CPU: one pass over a channel's sequence forward,
  * and one recompute plus one reverse pass backward. Built on first use by scan_cpu.py with the
- * system C compiler and called through ctypes (no Python or torch headers: it compiles in about
- * a second).
+ * system C compiler (with OpenMP when it has it) and called through ctypes (no Python or torch
+ * headers: it compiles in about a second).
  *
  * Why C: the recurrence steps along time, so in op-at-a-time PyTorch every step, or every pass of
  * a chunked scan over whole tensors, is a dispatcher call; here a channel's sequence stays in
@@ -288,7 +288,7 @@ static int rows_together(const Scan *s, int64_t c, int64_t c_end) {
 }
 
 /* y of rows [row0, row1) (row = batch * d + channel), gated by silu(z) when z is given. */
-void scan_forward(const Scan *s, int64_t row0, int64_t row1, float *ws) {
+static void forward_span(const Scan *s, int64_t row0, int64_t row1, float *ws) {
     FpMode mode = fast_fp_enter();
     const int64_t l = s->l, n = s->n;
     float *state = ws + ROWS1 * row_floats(l, n);
@@ -471,7 +471,7 @@ static void reverse(const Scan *s, const Row *x, float *gB, float *gC, const flo
 
 /* Gradients of units [unit0, unit1): a unit is (split, batch, group) and owns the channels
  * split * step ... of its group, so that no two units add into the same partial dB / dC. */
-void scan_backward(const Scan *s, int64_t unit0, int64_t unit1, float *ws) {
+static void backward_span(const Scan *s, int64_t unit0, int64_t unit1, float *ws) {
     FpMode mode = fast_fp_enter();
     const int64_t l = s->l, n = s->n, hd = s->d / s->g;
     const int64_t step = (hd + s->splits - 1) / s->splits;
@@ -511,4 +511,21 @@ void scan_backward(const Scan *s, int64_t unit0, int64_t unit1, float *ws) {
         }
     }
     fast_fp_leave(mode);
+}
+
+/* The entry points: [0, units) in `threads` contiguous spans, span i with workspace
+ * ws + i * ws_floats. Built with OpenMP, the spans run on the process's OpenMP threads: with
+ * torch's libgomp already loaded, the loader hands this library the same runtime (one SONAME),
+ * so the threads torch's own ops just used, still spinning, take the spans (a second thread
+ * pool would fight them for the cores). Without OpenMP the spans run one after another. */
+void scan_forward(const Scan *s, int64_t units, float *ws, int64_t ws_floats, int64_t threads) {
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int64_t i = 0; i < threads; i++)
+        forward_span(s, units * i / threads, units * (i + 1) / threads, ws + i * ws_floats);
+}
+
+void scan_backward(const Scan *s, int64_t units, float *ws, int64_t ws_floats, int64_t threads) {
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int64_t i = 0; i < threads; i++)
+        backward_span(s, units * i / threads, units * (i + 1) / threads, ws + i * ws_floats);
 }

@@ -6,12 +6,12 @@ The C source is compiled on first use with the system C compiler (``$CC``, else 
 it once. Without a compiler the dispatcher keeps the plain-PyTorch ``torch`` backend, and asking
 for ``backend='cpu'`` says why it cannot run.
 
-Work is split over ``torch.get_num_threads()`` Python threads: ctypes releases the GIL during the
-C call, so the threads run in parallel without a second OpenMP runtime beside torch's. Forward
-work is split by channel; backward work by (batch, B/C group, a slice of the group's channels),
-each slice adding into its own partial sums of dB and dC, which are added up afterwards.
+Work is split over ``torch.get_num_threads()`` OpenMP threads, the runtime torch itself runs on
+(see the entry points in scan_cpu.c; Python threads lost to torch's spinning OpenMP workers: the
+backward did not speed up on 2 threads). Forward work is split by channel; backward work by
+(batch, B/C group, a slice of the group's channels), each slice adding into its own partial sums
+of dB and dC, which are added up afterwards.
 """
-import concurrent.futures
 import ctypes
 import functools
 import hashlib
@@ -29,14 +29,15 @@ from .common import as_grouped, check_scan_inputs
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'scan_cpu.c')
 CACHE_ENV = 'MMVISION_SSM_CACHE'
-# -fopenmp-simd honours the source's `omp simd` hints without linking an OpenMP runtime;
 # -ffp-contract=fast allows fused multiply-adds (ISO C mode turns them off); no -ffast-math
 # (NaN must stay NaN)
-CFLAGS = ['-O3', '-std=c11', '-fPIC', '-shared', '-fopenmp-simd', '-fno-math-errno',
-          '-ffp-contract=fast']
+CFLAGS = ['-O3', '-std=c11', '-fPIC', '-shared', '-fno-math-errno', '-ffp-contract=fast']
+# tried in turn: a compiler may lack -march=native or OpenMP (-fopenmp-simd still honours the
+# source's `omp simd` hints; the spans then run one after another)
+FLAG_CHOICES = (['-march=native', '-fopenmp'], ['-fopenmp'], ['-march=native', '-fopenmp-simd'],
+                ['-fopenmp-simd'])
 # the C code runs d_state > 1 in vectors of this many floats (zero states pad the rest)
 STATE_VECTOR = 8
-NATIVE_FLAGS = ['-march=native']
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -73,7 +74,7 @@ def _build(cc, out):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(out))
     os.close(fd)
-    for extra in (NATIVE_FLAGS, []):  # a compiler without -march=native still builds
+    for extra in FLAG_CHOICES:
         cmd = [cc, *CFLAGS, *extra, SOURCE, '-o', tmp, '-lm']
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0:
@@ -93,7 +94,7 @@ def _library():
     version = subprocess.run([cc, '--version'], capture_output=True, text=True).stdout
     with open(SOURCE, 'rb') as f:
         key = hashlib.sha256(b'\0'.join([
-            f.read(), ' '.join(CFLAGS + NATIVE_FLAGS).encode(), cc.encode(), version.encode(),
+            f.read(), repr((CFLAGS, FLAG_CHOICES)).encode(), cc.encode(), version.encode(),
             _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:16]
     cache = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache',
                                                       'mmvision_ssm')
@@ -107,8 +108,8 @@ def _library():
     lib.scan_workspace_floats.argtypes = [ctypes.c_int64, ctypes.c_int64]
     for fn in (lib.scan_forward, lib.scan_backward):
         fn.restype = None
-        fn.argtypes = [ctypes.POINTER(_ScanArgs), ctypes.c_int64, ctypes.c_int64,
-                       ctypes.c_void_p]
+        fn.argtypes = [ctypes.POINTER(_ScanArgs), ctypes.c_int64, ctypes.c_void_p,
+                       ctypes.c_int64, ctypes.c_int64]
     return lib, None
 
 
@@ -117,48 +118,27 @@ def unavailable_reason():
     return _library()[1]
 
 
-class _Threads(threading.local):
-    """Per-thread workspaces, kept between calls (fresh memory costs page faults)."""
+class _Workspace(threading.local):
+    """Per-thread workspace of the C calls, kept between calls (fresh memory costs page
+    faults)."""
 
     def __init__(self):
-        self.ws = {}
+        self.buf = None
 
-    def workspace(self, worker, numel):
-        buf = self.ws.get(worker)
-        if buf is None or buf.numel() < numel:
-            buf = self.ws[worker] = torch.empty(numel, dtype=torch.float32)
-        return buf
-
-
-_WORK = _Threads()
-_POOL = {}  # pid -> executor: a forked child makes its own
+    def get(self, numel):
+        if self.buf is None or self.buf.numel() < numel:
+            self.buf = torch.empty(numel, dtype=torch.float32)
+        return self.buf
 
 
-def _executor(workers):
-    key = (os.getpid(), workers)
-    pool = _POOL.get(key)
-    if pool is None:
-        pool = _POOL[key] = concurrent.futures.ThreadPoolExecutor(
-            workers, thread_name_prefix='mmvision_ssm_scan')
-    return pool
+_WORK = _Workspace()
 
 
 def _run(fn, args, units, l, n):  # noqa: E741
-    """fn(args, lo, hi, workspace) over [0, units) split across the intra-op thread count."""
-    lib = _library()[0]
-    need = lib.scan_workspace_floats(l, n)
-    workers = max(1, min(torch.get_num_threads(), units))
-    bounds = [units * i // workers for i in range(workers + 1)]
-    ref = ctypes.byref(args)
-    if workers == 1:
-        fn(ref, 0, units, _WORK.workspace(0, need).data_ptr())
-        return
-    spans = [(bounds[i], bounds[i + 1], _WORK.workspace(i, need).data_ptr())
-             for i in range(workers)]
-    futures = [_executor(workers).submit(fn, ref, lo, hi, ws) for lo, hi, ws in spans[1:]]
-    fn(ref, *spans[0])  # this thread takes the first span
-    for fut in futures:
-        fut.result()
+    """fn over [0, units) on up to torch.get_num_threads() threads."""
+    need = _library()[0].scan_workspace_floats(l, n)
+    threads = max(1, min(torch.get_num_threads(), units))
+    fn(ctypes.byref(args), units, _WORK.get(threads * need).data_ptr(), need, threads)
 
 
 def _f32(t, pad_to=None):
