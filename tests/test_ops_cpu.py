@@ -140,6 +140,17 @@ def test_build_failure_and_missing_compiler_say_why(fresh_build, monkeypatch):
     assert 'no C compiler found' in scan_cpu.unavailable_reason()
 
 
+def test_library_that_does_not_load_says_why(fresh_build, monkeypatch):
+    assert scan_cpu.unavailable_reason() is None  # built into fresh_build
+    scan_cpu._library.cache_clear()
+
+    def refuse(path):
+        raise OSError(f'{path}: undefined symbol: GOMP_simulated')
+    monkeypatch.setattr(scan_cpu.ctypes, 'CDLL', refuse)
+    reason = scan_cpu.unavailable_reason()
+    assert reason.startswith('loading ') and 'GOMP_simulated' in reason, reason
+
+
 @pytest.mark.skipif(not os.path.exists('/proc/self/maps'), reason='reads /proc/self/maps (Linux)')
 def test_one_openmp_runtime_with_torch():
     """The library's OpenMP threads are torch's (one libgomp loaded): a second runtime's pool

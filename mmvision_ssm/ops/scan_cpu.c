@@ -135,10 +135,13 @@ typedef struct {
 
 static int64_t row_floats(int64_t l, int64_t n) { return 5 * l + 2 * l * n; }
 
-/* Workspace one thread needs (floats): ROWS1 channels' rows, then the adjoint's start and the
- * last states (ROWS1 * n each). */
+/* Channels' rows a thread holds at once: ROWS1 with d_state 1, else one. */
+static int64_t row_slots(int64_t n) { return n == 1 ? ROWS1 : 1; }
+
+/* Workspace one thread needs (floats): its channels' rows, then the adjoint's start and the last
+ * states (ROWS1 * n each). */
 int64_t scan_workspace_floats(int64_t l, int64_t n) {
-    return ROWS1 * row_floats(l, n) + 2 * ROWS1 * n;
+    return row_slots(n) * row_floats(l, n) + 2 * ROWS1 * n;
 }
 
 static Row row_at(const Scan *s, int64_t bi, int64_t c, float *ws, int slot) {
@@ -291,7 +294,7 @@ static int rows_together(const Scan *s, int64_t c, int64_t c_end) {
 static void forward_span(const Scan *s, int64_t row0, int64_t row1, float *ws) {
     FpMode mode = fast_fp_enter();
     const int64_t l = s->l, n = s->n;
-    float *state = ws + ROWS1 * row_floats(l, n);
+    float *state = ws + row_slots(n) * row_floats(l, n);
     for (int64_t row = row0; row < row1;) {
         const int64_t bi = row / s->d, c = row % s->d;
         const int64_t c_end = row1 - bi * s->d < s->d ? row1 - bi * s->d : s->d;
@@ -475,7 +478,7 @@ static void backward_span(const Scan *s, int64_t unit0, int64_t unit1, float *ws
     FpMode mode = fast_fp_enter();
     const int64_t l = s->l, n = s->n, hd = s->d / s->g;
     const int64_t step = (hd + s->splits - 1) / s->splits;
-    float *carry = ws + ROWS1 * row_floats(l, n), *last = carry + ROWS1 * n;
+    float *carry = ws + row_slots(n) * row_floats(l, n), *last = carry + ROWS1 * n;
     for (int64_t unit = unit0; unit < unit1; unit++) {
         const int64_t split = unit / (s->b * s->g), bg = unit % (s->b * s->g);
         const int64_t bi = bg / s->g, gi = bg % s->g;

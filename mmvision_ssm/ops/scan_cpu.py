@@ -103,7 +103,10 @@ def _library():
         err = _build(cc, path)
         if err:
             return None, f'building {SOURCE} failed: {err}'
-    lib = ctypes.CDLL(path)
+    try:  # e.g. an OpenMP runtime already in the process that lacks a symbol the build used
+        lib = ctypes.CDLL(path)
+    except OSError as err:
+        return None, f'loading {path} failed: {err}'
     lib.scan_workspace_floats.restype = ctypes.c_int64
     lib.scan_workspace_floats.argtypes = [ctypes.c_int64, ctypes.c_int64]
     for fn in (lib.scan_forward, lib.scan_backward):
