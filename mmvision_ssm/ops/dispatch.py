@@ -10,7 +10,7 @@ Order of precedence: the ``backend=`` argument, then the environment variable
   its forward alone 0.37-1.06x, and eager at these sizes 0.59-0.77x, host time included;
   docs/benchmarks.md, runs CO-CU), else whichever of the two imports, else ``torch``;
 * CPU tensors in float32/float16/bfloat16 -> ``cpu`` (compiled C, built on first use;
-  forward+backward 3.4-8.6x ``torch``, 17-38x ``ref``, docs/benchmarks.md) when a C compiler
+  forward+backward 3.7-7.8x ``torch``, 13-38x ``ref``, docs/benchmarks.md) when a C compiler
   is there, else ``torch``;
 * anything else (float64) -> ``torch``.
 

@@ -131,9 +131,15 @@ typedef struct {
     float bias, D;
     int64_t row;                                 /* batch * d + channel */
     float *dt, *dtu, *ypre, *gbuf, *dsp, *a, *h; /* workspace rows; a and h l x n */
+    float *lanes;  /* d_state > 1: per token the 8 lanes of two sums over the state (l x 16) */
 } Row;
 
-static int64_t row_floats(int64_t l, int64_t n) { return 5 * l + 2 * l * n; }
+/* 8 floats: the vector width of the d_state > 1 code */
+#define V8 8
+
+static int64_t row_floats(int64_t l, int64_t n) {
+    return 5 * l + 2 * l * n + (n > 1 ? 2 * V8 * l : 0);
+}
 
 /* Channels' rows a thread holds at once: ROWS1 with d_state 1, else one. */
 static int64_t row_slots(int64_t n) { return n == 1 ? ROWS1 : 1; }
@@ -159,7 +165,7 @@ static Row row_at(const Scan *s, int64_t bi, int64_t c, float *ws, int slot) {
     r.D = s->D ? s->D[c] : 0.0f;
     float *p = ws + slot * row_floats(l, n);
     r.dt = p; r.dtu = p + l; r.ypre = p + 2 * l; r.gbuf = p + 3 * l; r.dsp = p + 4 * l;
-    r.a = p + 5 * l; r.h = r.a + l * n;
+    r.a = p + 5 * l; r.h = r.a + l * n; r.lanes = r.h + l * n;
     return r;
 }
 
@@ -218,7 +224,6 @@ static inline __attribute__((always_inline)) void chain1(
  * state to a multiple of 8 with zero A, B and C, which stay zero states. Auto-vectorised, the
  * sums over the state went through memory one lane at a time. */
 typedef float v8f __attribute__((vector_size(32)));
-#define V8 8
 
 static inline v8f load8(const float *p) {
     v8f v;
@@ -228,15 +233,18 @@ static inline v8f load8(const float *p) {
 
 static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
 
-static inline float hsum8(v8f v) {
-    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
-
 /* The state vectors are locals: for up to 4 (d_state <= 32) the loops below are specialised on
  * their count and the state stays in registers; beyond, in stack memory. */
 #define MAX_VECTORS 32  /* d_state <= 256, as mamba-ssm */
 
-/* d_state > 1: one channel, nv vectors of state; last (n floats) gets the last state. */
+/* The sum of 8 consecutive floats, in a tree (vectorises across tokens in a loop over them). */
+static inline float sum8(const float *p) {
+    return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+}
+
+/* d_state > 1: one channel, nv vectors of state; last (n floats) gets the last state. The output's
+ * sum over the state is left in 8 lanes per token (r->lanes) and finished by a vector loop over
+ * time: a horizontal sum per token inside the recurrence cost more than the recurrence. */
 static inline __attribute__((always_inline)) void chain_v(
         const Scan *s, const Row *r, float *y, float *last, int keep_states, const int64_t nv) {
     const int64_t l = s->l, n = s->n;
@@ -251,9 +259,12 @@ static inline __attribute__((always_inline)) void chain_v(
             if (keep_states) store8(r->h + t * n + V8 * j, h[j]);
             acc += h[j] * load8(ct + V8 * j);
         }
-        y[t] = hsum8(acc) + r->D * r->u[t];
+        store8(r->lanes + V8 * t, acc);
     }
     for (int64_t j = 0; j < nv; j++) store8(last + V8 * j, h[j]);
+    const float *lanes = r->lanes, *u = r->u, D = r->D;
+#pragma omp simd
+    for (int64_t t = 0; t < l; t++) y[t] = sum8(lanes + V8 * t) + D * u[t];
 }
 
 static void chain(const Scan *s, const Row *r, float *y, float *last, int keep_states) {
@@ -354,56 +365,61 @@ typedef struct { float f; double d; } Sum;
 static inline void sum_flush(Sum *x) { x->d += x->f; x->f = 0.0f; }
 
 /* d_state 1, R channels of one group interleaved: the adjoint lam_t = g_t C_t + a_{t+1}
- * lam_{t+1} in reverse (carry = a_t lam_t), after run_chain(keep_states) and prepare_grad.
- * gB, gC: the group's partial sums; carry: R floats holding d loss / d last state. */
-static inline __attribute__((always_inline)) void reverse1(
-        const Scan *s, const Row *rows, float *gB, float *gC, float *carry_in, int R) {
-    const float *B = rows[0].B, *C = rows[0].C;
-    const float *a[ROWS1], *h[ROWS1], *dt[ROWS1], *dtu[ROWS1], *g[ROWS1], *dsp[ROWS1],
-        *u[ROWS1];
-    float *gu[ROWS1], *gdelta[ROWS1], carry[ROWS1], A[ROWS1], D[ROWS1];
-    Sum sA[ROWS1], sD[ROWS1], sBias[ROWS1];
+ * lam_{t+1} in reverse (carry = a_t lam_t) into each row's ypre (free after prepare_grad). Only
+ * this is a chain; the gradients are then vector loops over time (grads1). carry_in: R floats
+ * holding d loss / d last state. */
+static inline __attribute__((always_inline)) void adjoint1(
+        const Scan *s, const Row *rows, const float *carry_in, int R) {
+    const float *C = rows[0].C;
+    const float *a[ROWS1], *g[ROWS1];
+    float *lam[ROWS1], carry[ROWS1];
     for (int r = 0; r < R; r++) {
-        const Row *x = &rows[r];
-        a[r] = x->a; h[r] = x->h; dt[r] = x->dt; dtu[r] = x->dtu; g[r] = x->g;
-        dsp[r] = x->dsp; u[r] = x->u; A[r] = x->A[0]; D[r] = x->D; carry[r] = carry_in[r];
-        gu[r] = s->gu + x->row * s->l;
-        gdelta[r] = s->gdelta + x->row * s->l;
-        sA[r] = sD[r] = sBias[r] = (Sum){0.0f, 0.0};
+        a[r] = rows[r].a; g[r] = rows[r].g; lam[r] = rows[r].ypre; carry[r] = carry_in[r];
     }
     for (int64_t t = s->l - 1; t >= 0; t--) {
-        const float bt = B[t], ct = C[t];
-        float sumB = 0.0f, sumC = 0.0f;
+        const float ct = C[t];
         for (int r = 0; r < R; r++) {
-            const float gt = g[r][t], at = a[r][t], hp = t > 0 ? h[r][t - 1] : 0.0f;
-            const float lam = gt * ct + carry[r];
-            const float G = lam * at * hp;  /* d loss / d (dt A) at t */
-            sumC += gt * h[r][t];
-            sumB += lam * dtu[r][t];
-            carry[r] = at * lam;
-            const float gdu = lam * bt;
-            float gdt = G * A[r] + gdu * u[r][t];
-            if (s->softplus) gdt *= dsp[r][t];
-            gu[r][t] = gdu * dt[r][t] + gt * D[r];
-            gdelta[r][t] = gdt;
-            sA[r].f += G * dt[r][t];
-            sD[r].f += gt * u[r][t];
-            sBias[r].f += gdt;
-        }
-        gB[t] += sumB;
-        gC[t] += sumC;
-        if (t % SUM_BLOCK == 0) {
-            for (int r = 0; r < R; r++) {
-                sum_flush(&sA[r]); sum_flush(&sD[r]); sum_flush(&sBias[r]);
-            }
+            const float lt = g[r][t] * ct + carry[r];
+            lam[r][t] = lt;
+            carry[r] = a[r][t] * lt;
         }
     }
-    for (int r = 0; r < R; r++) {
-        const int64_t pc = rows[r].row;
-        s->gA[pc] = (float)sA[r].d;
-        if (s->gD) s->gD[pc] = (float)sD[r].d;
-        if (s->gbias) s->gbias[pc] = (float)sBias[r].d;
+}
+
+/* d_state 1: one channel's gradients from its adjoint (x->ypre), vectorised over time; gB, gC:
+ * the group's partial sums. G_t = d loss / d (dt A)_t = lam_t a_t h_{t-1}. */
+static void grads1(const Scan *s, const Row *x, float *gB, float *gC) {
+    const int64_t l = s->l;
+    const float *lam = x->ypre, *a = x->a, *h = x->h, *dt = x->dt, *dtu = x->dtu, *g = x->g;
+    const float *u = x->u, *dsp = x->dsp, *B = x->B, A = x->A[0], D = x->D;
+    const int softplus = (int)s->softplus;
+    float *gu = s->gu + x->row * l, *gdelta = s->gdelta + x->row * l;
+    double sumA = 0.0, sumD = 0.0, sumBias = 0.0;
+    for (int64_t t0 = 0; t0 < l; t0 += SUM_BLOCK) {
+        const int64_t t1 = t0 + SUM_BLOCK < l ? t0 + SUM_BLOCK : l;
+        float bA = 0.0f, bD = 0.0f, bBias = 0.0f;
+#pragma omp simd reduction(+ : bA, bD, bBias)
+        for (int64_t t = t0; t < t1; t++) {
+            const float hp = t > 0 ? h[t > 0 ? t - 1 : 0] : 0.0f;
+            const float G = lam[t] * a[t] * hp;
+            const float gdu = lam[t] * B[t];
+            float gdt = G * A + gdu * u[t];
+            gdt = softplus ? gdt * dsp[t] : gdt;
+            gu[t] = gdu * dt[t] + g[t] * D;
+            gdelta[t] = gdt;
+            gB[t] += lam[t] * dtu[t];
+            gC[t] += g[t] * h[t];
+            bA += G * dt[t];
+            bD += g[t] * u[t];
+            bBias += gdt;
+        }
+        sumA += bA;
+        sumD += bD;
+        sumBias += bBias;
     }
+    s->gA[x->row] = (float)sumA;
+    if (s->gD) s->gD[x->row] = (float)sumD;
+    if (s->gbias) s->gbias[x->row] = (float)sumBias;
 }
 
 /* d_state > 1: one channel, nv vectors of state (see chain_v); carry (n floats) holds
@@ -413,18 +429,19 @@ static inline __attribute__((always_inline)) void reverse_v(
         const int64_t nv) {
     const int64_t l = s->l, n = s->n;
     const float *dt = x->dt, *dtu = x->dtu, *a = x->a, *h = x->h, *g = x->g;
-    float *gu = s->gu + x->row * l, *gdelta = s->gdelta + x->row * l;
+    float *lanes = x->lanes;
     v8f carry[MAX_VECTORS], accA[MAX_VECTORS], A[MAX_VECTORS];
     double sumA[V8 * MAX_VECTORS];
-    Sum sD = {0.0f, 0.0}, sBias = {0.0f, 0.0};
     for (int64_t j = 0; j < nv; j++) {
         carry[j] = load8(carry_in + V8 * j);
         A[j] = load8(x->A + V8 * j);
         accA[j] = (v8f){0};
     }
     for (int64_t k = 0; k < n; k++) sumA[k] = 0.0;
+    /* the adjoint, over the state in vectors; the sums over the state of lam B and G A are
+     * left in 8 lanes per token and finished by the vector loop over time below */
     for (int64_t t = l - 1; t >= 0; t--) {
-        const float gt = g[t], dtt = dt[t], ut = x->u[t], xt = dtu[t];
+        const float gt = g[t], dtt = dt[t], xt = dtu[t];
         const float *at = a + t * n, *ht = h + t * n, *bt = x->B + t * n, *ct = x->C + t * n;
         float *gBt = gB + t * n, *gCt = gC + t * n;
         v8f gdu = {0}, gdtA = {0};
@@ -441,25 +458,39 @@ static inline __attribute__((always_inline)) void reverse_v(
             gdu += lam * load8(bt + k);
             carry[j] = ak * lam;
         }
-        const float gdu_t = hsum8(gdu);
-        float gdt = hsum8(gdtA) + gdu_t * ut;
-        if (s->softplus) gdt *= x->dsp[t];
-        gu[t] = gdu_t * dtt + gt * x->D;
-        gdelta[t] = gdt;
-        sD.f += gt * ut;
-        sBias.f += gdt;
+        store8(lanes + 2 * V8 * t, gdu);
+        store8(lanes + 2 * V8 * t + V8, gdtA);
         if (t % SUM_BLOCK == 0) {
             for (int64_t j = 0; j < nv; j++) {
                 for (int i = 0; i < V8; i++) sumA[V8 * j + i] += accA[j][i];
                 accA[j] = (v8f){0};
             }
-            sum_flush(&sD);
-            sum_flush(&sBias);
         }
     }
     for (int64_t k = 0; k < n; k++) s->gA[x->row * n + k] = (float)sumA[k];
-    if (s->gD) s->gD[x->row] = (float)sD.d;
-    if (s->gbias) s->gbias[x->row] = (float)sBias.d;
+    /* per token: gdu = sum(lam B), gdt = sum(G A) + gdu u */
+    const float *u = x->u, *dsp = x->dsp, D = x->D;
+    const int softplus = (int)s->softplus;
+    float *gu = s->gu + x->row * l, *gdelta = s->gdelta + x->row * l;
+    double sumD = 0.0, sumBias = 0.0;
+    for (int64_t t0 = 0; t0 < l; t0 += SUM_BLOCK) {
+        const int64_t t1 = t0 + SUM_BLOCK < l ? t0 + SUM_BLOCK : l;
+        float bD = 0.0f, bBias = 0.0f;
+#pragma omp simd reduction(+ : bD, bBias)
+        for (int64_t t = t0; t < t1; t++) {
+            const float gdu = sum8(lanes + 2 * V8 * t), gdtA = sum8(lanes + 2 * V8 * t + V8);
+            float gdt = gdtA + gdu * u[t];
+            gdt = softplus ? gdt * dsp[t] : gdt;
+            gu[t] = gdu * dt[t] + g[t] * D;
+            gdelta[t] = gdt;
+            bD += g[t] * u[t];
+            bBias += gdt;
+        }
+        sumD += bD;
+        sumBias += bBias;
+    }
+    if (s->gD) s->gD[x->row] = (float)sumD;
+    if (s->gbias) s->gbias[x->row] = (float)sumBias;
 }
 
 static void reverse(const Scan *s, const Row *x, float *gB, float *gC, const float *carry) {
@@ -504,11 +535,12 @@ static void backward_span(const Scan *s, int64_t unit0, int64_t unit1, float *ws
                 reverse(s, &rows[0], s->gB + part, s->gC + part, carry);
             } else {
                 switch (R) {
-                case 4: reverse1(s, rows, s->gB + part, s->gC + part, carry, 4); break;
-                case 3: reverse1(s, rows, s->gB + part, s->gC + part, carry, 3); break;
-                case 2: reverse1(s, rows, s->gB + part, s->gC + part, carry, 2); break;
-                default: reverse1(s, rows, s->gB + part, s->gC + part, carry, 1); break;
+                case 4: adjoint1(s, rows, carry, 4); break;
+                case 3: adjoint1(s, rows, carry, 3); break;
+                case 2: adjoint1(s, rows, carry, 2); break;
+                default: adjoint1(s, rows, carry, 1); break;
                 }
+                for (int r = 0; r < R; r++) grads1(s, &rows[r], s->gB + part, s->gC + part);
             }
             c += R;
         }
