@@ -292,7 +292,8 @@ static void run_chain(const Scan *s, const Row *rows, float *const *y, float *la
     }
 }
 
-/* How many channels from row index r on run together: ROWS1 of one group with d_state 1. */
+/* How many channels from channel c on (before c_end) run together: up to ROWS1 of one group
+ * with d_state 1, else one. */
 static int rows_together(const Scan *s, int64_t c, int64_t c_end) {
     if (s->n > 1) return 1;
     const int64_t hd = s->d / s->g, group_end = (c / hd + 1) * hd;
@@ -358,11 +359,6 @@ static void prepare_grad(const Scan *s, Row *r) {
         }
     }
 }
-
-/* Sums over time kept in float per block of SUM_BLOCK tokens, then added in double. */
-typedef struct { float f; double d; } Sum;
-
-static inline void sum_flush(Sum *x) { x->d += x->f; x->f = 0.0f; }
 
 /* d_state 1, R channels of one group interleaved: the adjoint lam_t = g_t C_t + a_{t+1}
  * lam_{t+1} in reverse (carry = a_t lam_t) into each row's ypre (free after prepare_grad). Only
