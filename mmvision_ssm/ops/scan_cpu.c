@@ -146,6 +146,12 @@ static int64_t row_slots(int64_t n) { return n == 1 ? ROWS1 : 1; }
 
 /* Workspace one thread needs (floats): its channels' rows, then the adjoint's start and the last
  * states (ROWS1 * n each). */
+/* The state size the C code runs for d_state n: d_state > 1 padded to whole vectors of V8
+ * (scan_cpu.py pads A, B, C and the last state's gradient with zeros to it). */
+int64_t scan_padded_state(int64_t n) {
+    return n == 1 ? 1 : (n + V8 - 1) / V8 * V8;
+}
+
 int64_t scan_workspace_floats(int64_t l, int64_t n) {
     return row_slots(n) * row_floats(l, n) + 2 * ROWS1 * n;
 }

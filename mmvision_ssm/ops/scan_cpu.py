@@ -36,8 +36,6 @@ CFLAGS = ['-O3', '-std=c11', '-fPIC', '-shared', '-fno-math-errno', '-ffp-contra
 # source's `omp simd` hints; the spans then run one after another)
 FLAG_CHOICES = (['-march=native', '-fopenmp'], ['-fopenmp'], ['-march=native', '-fopenmp-simd'],
                 ['-fopenmp-simd'])
-# the C code runs d_state > 1 in vectors of this many floats (zero states pad the rest)
-STATE_VECTOR = 8
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -107,8 +105,10 @@ def _library():
         lib = ctypes.CDLL(path)
     except OSError as err:
         return None, f'loading {path} failed: {err}'
-    lib.scan_workspace_floats.restype = ctypes.c_int64
+    for fn in (lib.scan_workspace_floats, lib.scan_padded_state):
+        fn.restype = ctypes.c_int64
     lib.scan_workspace_floats.argtypes = [ctypes.c_int64, ctypes.c_int64]
+    lib.scan_padded_state.argtypes = [ctypes.c_int64]
     for fn in (lib.scan_forward, lib.scan_backward):
         fn.restype = None
         fn.argtypes = [ctypes.POINTER(_ScanArgs), ctypes.c_int64, ctypes.c_void_p,
@@ -154,10 +154,6 @@ def _f32(t, pad_to=None):
     return t.contiguous()
 
 
-def _padded_state(n):
-    return n if n == 1 else -(-n // STATE_VECTOR) * STATE_VECTOR
-
-
 def _ptr(t):
     return None if t is None else t.data_ptr()
 
@@ -167,7 +163,8 @@ class _Inputs:
 
     def __init__(self, u, delta, A, B, C, D, z, delta_bias):
         self.n = A.shape[1]
-        self.np = np_ = _padded_state(self.n)  # the state as the C code runs it
+        # the state as the C code runs it (zero states pad it to whole vectors)
+        self.np = np_ = _library()[0].scan_padded_state(self.n)
         self.u, self.delta, self.A = _f32(u), _f32(delta), _f32(A, np_)
         # (b, g, n, l) -> (b, g, l, n); for n = 1 only a view
         self.B = _f32(as_grouped(B, 'B').transpose(-1, -2), np_)
