@@ -19,19 +19,29 @@ st = pytest.importorskip('mmvision_ssm.ops.scan_triton')
 SMS = 132
 
 
-def test_layout_rule_by_programs_per_sm():
-    # VMamba-T 224^2 b64, stage 1: 64 x 3 channel blocks x 4 directions = 768 programs
-    assert gc.pick_layout(64, 96, SMS) == gc.LAYOUT
-    assert gc.tile(gc.LAYOUT) == (32, 32)
-    # 512^2 b8 stage 2: 192 programs (1.45 per SM) -> 8 warps, 64-token chunks
-    few = gc.pick_layout(8, 192, SMS)
-    assert few == gc.FEW_PROGRAMS_LAYOUT and gc.tile(few) == (32, 64)
+def test_layout_rule_by_map_and_programs_per_sm():
+    # VMamba-T 224^2 b64 stage 2: 64 x 6 channel blocks x 4 directions, 784 tokens: the
+    # default, both kernels in 32 x 64 tiles (the states every 64 tokens), the forward
+    # prefetching its 13 chunks
+    assert gc.pick_layout(64, 192, 28 * 28, SMS) == gc.LAYOUT
+    assert gc.tile(gc.LAYOUT) == (32, 64) and gc.tile(gc.fwd_layout(gc.LAYOUT)) == (32, 64)
+    assert gc.LAYOUT['FWD_PREFETCH'] and not gc.LAYOUT['PREFETCH']
+    # stage 1 (3136 tokens, 768 programs): the forward in 8 warps, 128-token chunks
+    s1 = gc.pick_layout(64, 96, 56 * 56, SMS)
+    assert s1 == dict(gc.LAYOUT, FWD_NUM_WARPS=8)
+    assert gc.tile(gc.fwd_layout(s1)) == (32, 128) and gc.tile(s1) == (32, 64)
+    # 512^2 b8 stage 2: a long map but 192 programs (1.45 per SM): 4 warps
+    assert gc.pick_layout(8, 192, 64 * 64, SMS) == gc.LAYOUT
+    # stage 4 (49 tokens, one chunk): no prefetch; stage 3 (196, 4 chunks) neither
+    assert gc.pick_layout(64, 768, 7 * 7, SMS) == dict(gc.LAYOUT, FWD_PREFETCH=False)
+    assert gc.pick_layout(64, 384, 14 * 14, SMS) == dict(gc.LAYOUT, FWD_PREFETCH=False)
+    assert gc.pick_layout(64, 384, 257, SMS) == gc.LAYOUT
     # 1344x800 b2 stage 2: 48 programs -> not these kernels
-    assert gc.pick_layout(2, 192, SMS) is None
+    assert gc.pick_layout(2, 192, 100 * 168, SMS) is None
     # an explicit (partial) layout is always taken
-    assert gc.pick_layout(2, 192, SMS, dict(TPW_D=8)) == dict(gc.LAYOUT, TPW_D=8)
-    assert gc.tile(dict(gc.LAYOUT, TPW_D=8)) == (8, 128)
-    assert gc.tile(dict(gc.LAYOUT, WPC_D=4)) == (128, 8)
+    assert gc.pick_layout(2, 192, 100 * 168, SMS, dict(TPW_D=8)) == dict(gc.LAYOUT, TPW_D=8)
+    assert gc.tile(dict(gc.LAYOUT, TPW_D=8)) == (16, 128)
+    assert gc.tile(dict(gc.LAYOUT, WPC_D=4)) == (128, 16)
 
 
 def test_applies_only_where_gluon_runs(monkeypatch):
@@ -39,14 +49,16 @@ def test_applies_only_where_gluon_runs(monkeypatch):
         pytest.skip(f'Triton {triton.__version__}: the Gluon kernels need >= 3.6')
     cuda = torch.device('cuda')
     monkeypatch.delenv(gc.ENV_VAR, raising=False)
-    assert gc.applies(1, 3136, cuda)
+    assert gc.applies(1, 3136, 96, cuda)
     monkeypatch.setenv(gc.ENV_VAR, '0')  # the switch back to the Triton kernels
-    assert not gc.applies(1, 3136, cuda)
+    assert not gc.applies(1, 3136, 96, cuda)
     monkeypatch.setenv(gc.ENV_VAR, '1')
-    assert gc.applies(1, 3136, cuda)
-    assert not gc.applies(16, 3136, cuda)  # d_state 16: the Triton kernels
-    assert not gc.applies(1, 3136, torch.device('cpu'))  # no CPU interpreter for Gluon
-    assert not gc.applies(1, gc.MAX_TOKENS, cuda)  # the fp32 pixel division's limit
+    assert gc.applies(1, 3136, 96, cuda)
+    assert not gc.applies(16, 3136, 96, cuda)  # d_state 16: the Triton kernels
+    assert not gc.applies(1, 3136, 96, torch.device('cpu'))  # no CPU interpreter for Gluon
+    assert not gc.applies(1, gc.MAX_TOKENS, 8, cuda)  # the fp32 pixel division's limit
+    assert gc.applies(1, 2 ** 21, 255, cuda)  # 32-bit offsets within a map: dt's 4 x CH x L
+    assert not gc.applies(1, 2 ** 21, 256, cuda)
 
 
 def test_pick_config_sends_cpu_and_overrides_to_triton():
@@ -69,10 +81,11 @@ def test_pick_config_on_cuda_takes_gluon_by_programs(monkeypatch):
     monkeypatch.delenv(gc.ENV_VAR, raising=False)
     cuda = torch.device('cuda')
     cfg = st._pick_config(1, 96, 56 * 56, 4, True, bsz=64, device=cuda)  # VMamba-T stage 1
-    assert cfg['gluon'] == gc.LAYOUT and (cfg['BLOCK_D'], cfg['BLOCK_L']) == (32, 32)
+    assert cfg['gluon'] == dict(gc.LAYOUT, FWD_NUM_WARPS=8)
+    assert (cfg['BLOCK_D'], cfg['BLOCK_L']) == (32, 64)  # the states' chunks
     assert cfg['split'] and cfg['atomic'] and not cfg['chunk_par']
     cfg = st._pick_config(1, 192, 64 * 64, 4, True, bsz=8, device=cuda)  # 512^2 b8 stage 2
-    assert cfg['gluon'] == gc.FEW_PROGRAMS_LAYOUT and cfg['BLOCK_L'] == 64
+    assert cfg['gluon'] == gc.LAYOUT and cfg['BLOCK_L'] == 64
     for few in (dict(N=1, HD=192, L=100 * 168, bsz=2), dict(N=1, HD=384, L=50 * 84, bsz=2)):
         # 1344x800 b2 stages 2 and 3: too few programs -> the Triton kernels
         cfg = st._pick_config(few['N'], few['HD'], few['L'], 4, True, bsz=few['bsz'],
@@ -88,7 +101,7 @@ def test_pick_config_on_cuda_takes_gluon_by_programs(monkeypatch):
         assert 'gluon' not in st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cuda)
         st.CONFIG_OVERRIDE.update(gluon=dict(TPW_D=8))  # and a Gluon layout forced
         cfg = st._pick_config(1, 96, 3136, 4, True, bsz=64, device=cuda)
-        assert cfg['gluon']['TPW_D'] == 8 and (cfg['BLOCK_D'], cfg['BLOCK_L']) == (8, 128)
+        assert cfg['gluon']['TPW_D'] == 8 and (cfg['BLOCK_D'], cfg['BLOCK_L']) == (16, 128)
     finally:
         st.CONFIG_OVERRIDE.clear()
 
@@ -118,7 +131,8 @@ def _compile_sm90(fn, layout):
     """Compile a kernel as the JIT would for VMamba-T's stage 1 (bf16 maps, fp32 scratch)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
-    consts = dict(layout, HAS_D=True, HAS_BIAS=True, SOFTPLUS=True)
+    args = gc._kernel_args(layout, fn is gc._cross_fwd_kernel)
+    consts = dict(args, HAS_D=True, HAS_BIAS=True, SOFTPLUS=True, STATE_L=gc.tile(layout)[1])
     bf16 = {'u_ptr', 'dt_ptr', 'B_ptr', 'C_ptr', 'gy_ptr', 'gdt_ptr'}
     sig, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -137,15 +151,16 @@ def _compile_sm90(fn, layout):
                 attrs[(i,)] = [['tt.divisibility', 16]]
     src = GluonASTSource(fn, sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget('cuda', 90, 32),
-                          options=dict(num_warps=layout['NUM_WARPS']))
+                          options=dict(num_warps=args['num_warps']))
 
 
-# register budgets: the default backward at <= 170 keeps 3 programs of 128 threads per SM
-# (65536 registers); the 8-warp layout only has to avoid spilling
-@pytest.mark.parametrize('layout, fwd_regs, bwd_regs',
-                         [('LAYOUT', 128, 170), ('FEW_PROGRAMS_LAYOUT', 128, 255)])
+# register budgets: the 4-warp forward within 168 keeps 3 programs of 128 threads per SM
+# (65536 registers); the backward (2 programs per SM) and the 8-warp forward (one) only have to
+# avoid spilling. The layouts pick_layout chooses: the default, stage 1's, stage 4's
+@pytest.mark.parametrize('layout, fwd_regs, bwd_regs', [
+    ({}, 168, 255), (dict(FWD_NUM_WARPS=8), 255, 255), (dict(FWD_PREFETCH=False), 168, 255)])
 def test_kernels_compile_for_sm90_without_spills(layout, fwd_regs, bwd_regs):
-    lay = getattr(gc, layout)
+    lay = dict(gc.LAYOUT, **layout)
     for fn, max_regs in ((gc._cross_fwd_kernel, fwd_regs), (gc._cross_bwd_kernel, bwd_regs)):
         try:
             kernel = _compile_sm90(fn, lay)

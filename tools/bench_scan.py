@@ -16,6 +16,7 @@ a CPU-sized batch (threads: ``--threads``).
 """
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -263,6 +264,11 @@ def bench_cross(args, mamba_fn, copy_gbs, only_fused=False):
             return run
 
         variants = {'triton fused': fused}
+        for package in args.also_package.split(',') if args.also_package else []:
+            from benchmark import import_package
+            variants[f'triton fused@{package}'] = functools.partial(
+                import_package(package, 'ops').cross_selective_scan, channels_last=channels_last,
+                backend='triton')
         if not only_fused:
             variants['triton composed'] = composed(scan_fn('triton', None))
         if mamba_fn is not None and not only_fused:
@@ -365,9 +371,9 @@ def main():
                         help='plain scans on CUDA: time the GPU backends in turn, one call each '
                              'per round (eager timing on a drifting host)')
     parser.add_argument('--also-package', default=None,
-                        help='plain scans: also time the Triton backend of these exported copies '
-                             '(comma list; tools/export_revision.sh, e.g. mmvision_ssm_HEAD) in '
-                             'the same run')
+                        help='also time the Triton backend (plain scans) and the fused cross op '
+                             'of these exported copies (comma list; tools/export_revision.sh, '
+                             'e.g. mmvision_ssm_HEAD) in the same run')
     args = parser.parse_args()
     gpu = args.device == 'cuda'
     if args.cuda_graph and not gpu:

@@ -123,15 +123,16 @@ for s in "$@"; do
       --shapes "1344x800 b2 s1" "1344x800 b2 s2" "1344x800 b2 s3" "512 b8 s1" "224 b128 s1" ;;
   sweepgluon)  # the Gluon cross kernels' tile layouts against the Triton kernels, $SWEEP_SHAPES
     sweep_shapes
-    step 300 sweep_gluon python3 tools/sweep_cross_op.py --gluon --out "$OUT/sweep_gluon.json" \
-      --shapes "${shapes[@]}" ;;
+    # ($SWEEP_ARGS adds options, e.g. "--cuda-graph --reps 20": GPU time)
+    step 300 sweep_gluon python3 tools/sweep_cross_op.py --gluon ${SWEEP_ARGS:-} \
+      --out "$OUT/sweep_gluon.json" --shapes "${shapes[@]}" ;;
   checkplain)
     step 200 check_plain python3 tools/gpu_check_ops.py --only plain --out "$OUT/check_plain.json" ;;
   checkstates)
     step 240 check_states python3 tools/gpu_check_ops.py --only states \
       --out "$OUT/check_states.json" ;;
   checkcross)
-    step 120 check_cross python3 tools/gpu_check_ops.py --only cross --out "$OUT/check_cross.json" ;;
+    step 240 check_cross python3 tools/gpu_check_ops.py --only cross --out "$OUT/check_cross.json" ;;
   profile)
     step 60 profile python3 tools/profile_backbone.py --model ours:VMamba:tiny --batch 128 \
       --out "$OUT/profile.json" --top 12 ;;

@@ -20,7 +20,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from bench_scan import time_cuda  # noqa: E402  (tools/bench_scan.py)
+from bench_scan import time_cuda, time_cuda_graph  # noqa: E402  (tools/bench_scan.py)
 
 SHAPES = {  # name: (batch, channels, h, w)
     '224 b128 s1': (128, 96, 56, 56), '224 b128 s2': (128, 192, 28, 28),
@@ -70,6 +70,9 @@ def main():
     p.add_argument('--gluon', action='store_true',
                    help='the Gluon kernels (scan_gluon_cross.py) over their tile layouts, '
                         'against the Triton kernels\' automatic choice (gluon=False)')
+    p.add_argument('--cuda-graph', action='store_true',
+                   help='time CUDA-graph replays (GPU time without the host\'s launch work, '
+                        'which dominates eager timing of the smaller stages on slow hosts)')
     p.add_argument('--once', type=int, metavar='ITERS',
                    help='no timing: run the automatic configuration forward+backward ITERS '
                         'times per shape (a workload for ncu)')
@@ -104,11 +107,19 @@ def main():
         grid = [dict(split=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=4, bwd_num_warps=nw,
                      atomic=True) for bd, bl, nw in itertools.product((4, 8, 16), (64, 128, 256),
                                                                       (4, 8))]
-    if args.gluon:  # layouts: (SPT_D, SPT_L, TPW_D, WPC_D, NUM_WARPS)
-        grid = [dict(gluon=False)] + [
-            dict(gluon=dict(zip(('SPT_D', 'SPT_L', 'TPW_D', 'WPC_D', 'NUM_WARPS'), lay)))
-            for lay in ((1, 8, 32, 1, 4), (1, 8, 32, 1, 8), (1, 4, 32, 1, 8), (1, 8, 16, 1, 4),
-                        (1, 8, 16, 1, 8), (1, 8, 8, 1, 4), (1, 4, 8, 1, 4), (2, 4, 8, 1, 4))]
+    if args.gluon:  # partial layouts over scan_gluon_cross.LAYOUT: the forward's tile (FWD_
+        # keys: SPT_D, TPW_D, NUM_WARPS, SPT_L, PREFETCH), the grid order, the backward's tile
+        fkeys = ('FWD_SPT_D', 'FWD_TPW_D', 'FWD_NUM_WARPS', 'FWD_SPT_L', 'FWD_PREFETCH')
+        bkeys = ('SPT_D', 'TPW_D', 'NUM_WARPS', 'SPT_L', 'PREFETCH')
+        fwd = [dict(zip(fkeys, lay)) for lay in (
+            (2, 16, 4, 8, True), (2, 16, 4, 8, False), (2, 16, 8, 8, True), (2, 16, 8, 8, False),
+            (4, 8, 4, 8, True), (1, 32, 4, 8, True), (1, 32, 8, 8, True), (2, 16, 4, 4, True))]
+        bwd = [dict(zip(bkeys, lay)) for lay in (
+            (1, 32, 4, 8, True), (2, 16, 4, 8, False), (2, 16, 4, 8, True), (1, 32, 8, 8, True),
+            (2, 16, 8, 8, False))]
+        grid = [dict(gluon=False)] + [dict(gluon=dict(f, K_FIRST=True)) for f in fwd]
+        grid += [dict(gluon=dict(K_FIRST=False))] + [dict(gluon=b) for b in bwd]
+    timer = time_cuda_graph if args.cuda_graph else time_cuda
     rows = []
     for name in args.shapes or SHAPES:
         b, d, h, w = SHAPES[name]
@@ -134,8 +145,8 @@ def main():
                 torch.autograd.grad(fwd(), leaves, gy)
             try:
                 with torch.no_grad():
-                    tf = time_cuda(fwd, args.reps, warmup=2)
-                tfb = time_cuda(fwd_bwd, args.reps, warmup=2)
+                    tf = timer(fwd, args.reps, warmup=2)
+                tfb = timer(fwd_bwd, args.reps, warmup=2)
                 row = dict(shape=name, auto=cfg is None, config=used, fwd_ms=tf, fb_ms=tfb)
                 if args.bwd:
                     y = fwd()

@@ -630,10 +630,12 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
     use_gluon = gluon is not False and (gluon is not None or not CONFIG_OVERRIDE)
     layout = None
     if (use_gluon and K > 1 and channels_contiguous and not cfg['chunk_par']
-            and scan_gluon_cross is not None and scan_gluon_cross.applies(N, L, device)):
+            and scan_gluon_cross is not None
+            and scan_gluon_cross.applies(N, L, CH or HD, device)):
         # VMamba's cross op (d_state 1, channels-last) at the shapes the chunk-serial split
         # form runs, unless too few programs: the Gluon kernels (docs/benchmarks.md, runs BE-BK)
-        layout = scan_gluon_cross.pick_layout(bsz, CH or HD, sm_count(device, INTERPRETER_SMS),
+        layout = scan_gluon_cross.pick_layout(bsz, CH or HD, L,
+                                              sm_count(device, INTERPRETER_SMS),
                                               gluon if isinstance(gluon, dict) else None)
     if layout is not None:
         cfg['gluon'] = layout
