@@ -340,16 +340,16 @@ def main():
         for dtype in (torch.float32, torch.bfloat16):
             record('cross', case, dtype, 'triton', lambda: check_cross(case, dtype, gen))
     # channels-last cases run the Gluon kernels where they apply; the Triton kernels too, and
-    # the Gluon ones in other tile layouts: the backward's (lanes along tokens, two channels a
-    # thread, 8 warps, warps along channels) and the forward's (one and four channels a thread,
-    # the grid's other order, forward chunks shorter and longer than the states' chunks), each
-    # kernel's loads issued a chunk ahead or not
+    # the Gluon ones in other tile layouts: the backward's (64-channel blocks, one channel a
+    # thread, 8 warps, warps along tokens) and the forward's (one and four channels a thread,
+    # warps along channels, the grid's other order, forward chunks shorter and longer than the
+    # states' chunks), each kernel's loads issued a chunk ahead or not
     # (chunk_par False: the small batches here would otherwise take the chunk-parallel kernels)
     for override in ({'gluon': False}, {'gluon': {}, 'chunk_par': False},
                      {'gluon': dict(TPW_D=8), 'chunk_par': False},
-                     {'gluon': dict(SPT_D=2, SPT_L=4), 'chunk_par': False},
+                     {'gluon': dict(SPT_D=1, TPW_D=8), 'chunk_par': False},
                      {'gluon': dict(NUM_WARPS=8), 'chunk_par': False},
-                     {'gluon': dict(WPC_D=4), 'chunk_par': False},
+                     {'gluon': dict(WPC_D=2), 'chunk_par': False},
                      {'gluon': dict(FWD_SPT_D=1, FWD_TPW_D=32), 'chunk_par': False},
                      {'gluon': dict(FWD_SPT_D=4, FWD_TPW_D=8, K_FIRST=False),
                       'chunk_par': False},
@@ -357,7 +357,11 @@ def main():
                      {'gluon': dict(FWD_SPT_D=4, FWD_TPW_D=8, FWD_NUM_WARPS=8),
                       'chunk_par': False},
                      {'gluon': dict(FWD_PREFETCH=False, PREFETCH=True), 'chunk_par': False},
-                     {'gluon': dict(SPT_D=2, TPW_D=16, PREFETCH=True), 'chunk_par': False}):
+                     {'gluon': dict(SPT_D=2, TPW_D=16, WPC_D=1, PREFETCH=True),
+                      'chunk_par': False},
+                     {'gluon': dict(TPW_D=16, WPC_D=1, SPT_L=8, PREFETCH=False),
+                      'chunk_par': False},
+                     {'gluon': dict(FWD_TPW_D=4, FWD_WPC_D=4), 'chunk_par': False}):
         st.CONFIG_OVERRIDE.update(override)
         for case in [c for c in cross_cases if c[5]]:
             record('cross', case + (override,), torch.bfloat16, 'triton',

@@ -109,9 +109,10 @@ for s in "$@"; do
     step 240 sweep_bwd python3 tools/sweep_cross_op.py --bwd --out "$OUT/sweep_bwd.json" \
       --shapes "${shapes[@]}" ;;
   ncucross)  # Nsight Compute on the cross op's kernels (second iteration), $SWEEP_SHAPES as above
+            # (the Triton kernels are named _scan_*, the Gluon ones _cross_*)
     sweep_shapes
     for sh in "${shapes[@]}"; do  # one process per shape: launches 3-4 are its second iteration
-      step 300 ncu_cross ncu --target-processes all -k regex:_scan_ --launch-skip 2 \
+      step 300 ncu_cross ncu --target-processes all -k regex:'_scan_|_cross_' --launch-skip 2 \
         --launch-count 2 --set full python3 tools/sweep_cross_op.py --once 2 --shapes "$sh"
     done ;;
   ncustates)  # Nsight Compute on the states-parallel scan kernels (n = 16, MambaVision-T s3),

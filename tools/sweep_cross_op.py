@@ -108,15 +108,16 @@ def main():
                      atomic=True) for bd, bl, nw in itertools.product((4, 8, 16), (64, 128, 256),
                                                                       (4, 8))]
     if args.gluon:  # partial layouts over scan_gluon_cross.LAYOUT: the forward's tile (FWD_
-        # keys: SPT_D, TPW_D, NUM_WARPS, SPT_L, PREFETCH), the grid order, the backward's tile
-        fkeys = ('FWD_SPT_D', 'FWD_TPW_D', 'FWD_NUM_WARPS', 'FWD_SPT_L', 'FWD_PREFETCH')
-        bkeys = ('SPT_D', 'TPW_D', 'NUM_WARPS', 'SPT_L', 'PREFETCH')
-        fwd = [dict(zip(fkeys, lay)) for lay in (
-            (2, 16, 4, 8, True), (2, 16, 4, 8, False), (2, 16, 8, 8, True), (2, 16, 8, 8, False),
-            (4, 8, 4, 8, True), (1, 32, 4, 8, True), (1, 32, 8, 8, True), (2, 16, 4, 4, True))]
-        bwd = [dict(zip(bkeys, lay)) for lay in (
-            (1, 32, 4, 8, True), (2, 16, 4, 8, False), (2, 16, 4, 8, True), (1, 32, 8, 8, True),
-            (2, 16, 8, 8, False))]
+        # keys: SPT_D, TPW_D, WPC_D, NUM_WARPS, SPT_L, PREFETCH), the grid order, the
+        # backward's tile (the same keys unprefixed)
+        keys = ('SPT_D', 'TPW_D', 'WPC_D', 'NUM_WARPS', 'SPT_L', 'PREFETCH')
+        fwd = [dict(zip(('FWD_' + k for k in keys), lay)) for lay in (
+            (2, 16, 1, 4, 8, True), (2, 16, 1, 8, 8, True), (2, 16, 1, 4, 8, False),
+            (2, 4, 4, 4, 8, True), (2, 4, 4, 4, 4, True), (2, 4, 4, 4, 8, False),
+            (2, 8, 4, 8, 8, True), (1, 4, 8, 8, 8, True))]
+        bwd = [dict(zip(keys, lay)) for lay in (
+            (2, 16, 1, 4, 8, False), (2, 16, 1, 4, 4, True), (2, 4, 4, 4, 4, True),
+            (2, 4, 4, 4, 4, False), (2, 4, 4, 4, 8, False), (1, 8, 4, 4, 8, False))]
         grid = [dict(gluon=False)] + [dict(gluon=dict(f, K_FIRST=True)) for f in fwd]
         grid += [dict(gluon=dict(K_FIRST=False))] + [dict(gluon=b) for b in bwd]
     timer = time_cuda_graph if args.cuda_graph else time_cuda

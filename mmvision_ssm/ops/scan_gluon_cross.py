@@ -37,12 +37,18 @@ from .triton_launch import FastLaunch
 #: channels; PREFETCH: each chunk's loads issued a chunk ahead. These keys are the backward's
 #: tile, whose chunks are also the saved states'; the same keys prefixed FWD_ are the
 #: forward's. K_FIRST: the grid's fastest axis is the direction, so a map's four direction
-#: programs run together (x and the fp32 sums meet in L2). Both kernels: 2 channels a thread
-#: (4-byte loads) across 16 lanes, 8 tokens a thread, 2 lanes and 4 warps along tokens (a
-#: 32 x 64 tile), the scans in registers, across a lane pair and the warps. The best of the
-#: layouts swept on GPU time (run CY, H100, VMamba-T 224^2 b64; docs/benchmarks.md), with
-#: :func:`pick_layout`'s two exceptions
-LAYOUT = dict(SPT_D=2, SPT_L=8, TPW_D=16, WPC_D=1, NUM_WARPS=4, PREFETCH=False,
+#: programs run together (x and the fp32 sums meet in L2). The best of the layouts swept on GPU
+#: time (runs CY and DC, H100, VMamba-T's stages at 224^2 b64 and b128, 512^2 b8; see
+#: docs/benchmarks.md), with :func:`pick_layout`'s two exceptions:
+#:
+#: * forward: 2 channels a thread (4-byte loads) across 16 lanes, 8 tokens a thread, 2 lanes
+#:   and 4 warps along tokens (a 32 x 64 tile), the scans in registers, across a lane pair and
+#:   the warps;
+#: * backward: 2 channels a thread across 4 lanes, the 4 warps along channels too, 4 tokens a
+#:   thread across 8 lanes (32 x 32): no scan or sum over tokens crosses a warp, so its
+#:   barriers go (32 a chunk in the forward's layout), and at 168 registers 3 programs fit an
+#:   SM with the prefetch (run DC: stage 1 b64 forward+backward 1.11 against 1.28 ms)
+LAYOUT = dict(SPT_D=2, SPT_L=4, TPW_D=4, WPC_D=4, NUM_WARPS=4, PREFETCH=True,
               FWD_SPT_D=2, FWD_SPT_L=8, FWD_TPW_D=16, FWD_WPC_D=1, FWD_NUM_WARPS=4,
               FWD_PREFETCH=True, K_FIRST=True)
 _TILE_KEYS = ('SPT_D', 'SPT_L', 'TPW_D', 'WPC_D', 'NUM_WARPS', 'PREFETCH')
