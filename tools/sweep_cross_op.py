@@ -113,11 +113,10 @@ def main():
         keys = ('SPT_D', 'TPW_D', 'WPC_D', 'NUM_WARPS', 'SPT_L', 'PREFETCH')
         fwd = [dict(zip(('FWD_' + k for k in keys), lay)) for lay in (
             (2, 16, 1, 4, 8, True), (2, 16, 1, 8, 8, True), (2, 16, 1, 4, 8, False),
-            (2, 4, 4, 4, 8, True), (2, 4, 4, 4, 4, True), (2, 4, 4, 4, 8, False),
-            (2, 8, 4, 8, 8, True), (1, 4, 8, 8, 8, True))]
+            (2, 4, 4, 4, 8, True))]
         bwd = [dict(zip(keys, lay)) for lay in (
-            (2, 16, 1, 4, 8, False), (2, 16, 1, 4, 4, True), (2, 4, 4, 4, 4, True),
-            (2, 4, 4, 4, 4, False), (2, 4, 4, 4, 8, False), (1, 8, 4, 4, 8, False))]
+            (2, 16, 1, 4, 8, False), (2, 4, 4, 4, 4, True), (2, 4, 4, 4, 2, True),
+            (1, 8, 4, 4, 4, True), (2, 4, 4, 4, 8, True), (2, 4, 8, 8, 4, True))]
         grid = [dict(gluon=False)] + [dict(gluon=dict(f, K_FIRST=True)) for f in fwd]
         grid += [dict(gluon=dict(K_FIRST=False))] + [dict(gluon=b) for b in bwd]
     timer = time_cuda_graph if args.cuda_graph else time_cuda
