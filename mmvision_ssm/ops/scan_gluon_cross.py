@@ -231,6 +231,14 @@ def _sigmoid(x, e):
 
 
 @gluon.jit
+def _program_ids(K_FIRST: gl.constexpr):
+    """(direction, channel block, batch as int64) of this program in :func:`_grid`'s order."""
+    if K_FIRST:
+        return gl.program_id(0), gl.program_id(1), gl.program_id(2).to(gl.int64)
+    return gl.program_id(2), gl.program_id(0), gl.program_id(1).to(gl.int64)
+
+
+@gluon.jit
 def _cross_fwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, acc_ptr, st_ptr,
         L, HH, WW, inv_hh, CH, NCHUNK,
@@ -245,14 +253,7 @@ def _cross_fwd_kernel(
                                          [WPC_D, NUM_WARPS // WPC_D], [0, 1])
     BLOCK_D: gl.constexpr = SPT_D * TPW_D * WPC_D
     BLOCK_L: gl.constexpr = SPT_L * (32 // TPW_D) * (NUM_WARPS // WPC_D)
-    if K_FIRST:
-        k = gl.program_id(0)
-        cblk = gl.program_id(1)
-        b = gl.program_id(2).to(gl.int64)
-    else:
-        k = gl.program_id(2)
-        cblk = gl.program_id(0)
-        b = gl.program_id(1).to(gl.int64)
+    k, cblk, b = _program_ids(K_FIRST)
     c = cblk * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(1, LAY))
     cmask = c < CH
     j = gl.arange(0, BLOCK_L, layout=gl.SliceLayout(0, LAY))
@@ -351,14 +352,7 @@ def _cross_bwd_kernel(
     BLOCK_D: gl.constexpr = SPT_D * TPW_D * WPC_D
     BLOCK_L: gl.constexpr = SPT_L * (32 // TPW_D) * (NUM_WARPS // WPC_D)
     VEC: gl.constexpr = gl.SliceLayout(1, LAY)
-    if K_FIRST:
-        k = gl.program_id(0)
-        cblk = gl.program_id(1)
-        b = gl.program_id(2).to(gl.int64)
-    else:
-        k = gl.program_id(2)
-        cblk = gl.program_id(0)
-        b = gl.program_id(1).to(gl.int64)
+    k, cblk, b = _program_ids(K_FIRST)
     c = cblk * BLOCK_D + gl.arange(0, BLOCK_D, layout=VEC)
     cmask = c < CH
     j = gl.arange(0, BLOCK_L, layout=gl.SliceLayout(0, LAY))
