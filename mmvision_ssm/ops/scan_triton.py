@@ -634,7 +634,7 @@ def _pick_config(N, HD, L, K=1, channels_contiguous=False, bsz=None, device=None
             and scan_gluon_cross.applies(N, L, CH or HD, device)):
         # VMamba's cross op (d_state 1, channels-last) at the shapes the chunk-serial split
         # form runs, unless too few programs: the Gluon kernels (docs/benchmarks.md, runs BE-BK,
-        # CW-DD)
+        # CW-DE)
         layout = scan_gluon_cross.pick_layout(bsz, CH or HD, L,
                                               sm_count(device, INTERPRETER_SMS),
                                               gluon if isinstance(gluon, dict) else None)
