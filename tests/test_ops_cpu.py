@@ -95,6 +95,8 @@ def test_automatic_choice_on_cpu(monkeypatch):
         dispatch.resolve_backend('cpu', cpu, F64, 1)
     with pytest.raises(ValueError, match="'cpu' cannot run these inputs.*CPU tensors"):
         dispatch.resolve_backend('cpu', torch.device('cuda'), torch.float32, 1)
+    with pytest.raises(ValueError, match="'cpu' cannot run.*d_state <= 256 \\(got 300\\)"):
+        dispatch.resolve_backend('cpu', cpu, torch.float32, 300)
     monkeypatch.setattr(dispatch, 'cpu_scan_unavailable', lambda: 'no C compiler found (...)')
     assert dispatch.resolve_backend(None, cpu, torch.float32, 1) == 'torch'
     with pytest.raises(ValueError, match="'cpu' cannot run.*no C compiler found"):
@@ -160,3 +162,13 @@ def test_one_openmp_runtime_with_torch():
     with open('/proc/self/maps') as f:
         runtimes = {line.split()[-1] for line in f if 'libgomp' in line or 'libiomp' in line}
     assert len(runtimes) <= 1, runtimes
+
+
+def test_direct_call_refuses_more_states_than_the_c_arrays_hold():
+    """selective_scan_cpu is an entry point of its own: past the C code's fixed state arrays
+    (scan_max_state, 256 = mamba-ssm's limit) it raises instead of overrunning them."""
+    assert scan_cpu.max_state() == 256
+    x = torch.randn(1, 2, 5)
+    B = torch.randn(1, 257, 5)
+    with pytest.raises(ValueError, match='d_state <= 256, got A with d_state 257'):
+        scan_cpu.selective_scan_cpu(x, x.abs(), -torch.rand(2, 257), B, B)

@@ -24,7 +24,7 @@ import torch
 
 BACKENDS = ('ref', 'torch', 'cpu', 'triton', 'mamba_ssm')
 ENV_VAR = 'MMVISION_SSM_SCAN_BACKEND'
-_GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # the compiled backends'
 
 
 def opaque_to_compile(fn):
@@ -80,6 +80,14 @@ def cpu_scan_unavailable():
     return unavailable_reason()
 
 
+@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result
+def cpu_scan_max_state():
+    """The largest d_state the compiled CPU scan takes (call once it is available)."""
+    from .scan_cpu import max_state
+    return max_state()
+
+
 def _unavailable_reason(name, device, dtype, n):
     """None if ``name`` can run these inputs, else a sentence saying why not."""
     if name in ('ref', 'torch'):
@@ -87,14 +95,15 @@ def _unavailable_reason(name, device, dtype, n):
     if name == 'cpu':
         if device.type != 'cpu':
             return f'it needs CPU tensors (got {device.type})'
-        if dtype not in _GPU_DTYPES:
+        if dtype not in _FLOAT_DTYPES:
             return f'it computes in float32 and takes float32/float16/bfloat16 (got {dtype})'
-        if n > 256:
-            return f'it supports d_state <= 256 (got {n})'
-        return cpu_scan_unavailable()
+        reason = cpu_scan_unavailable()
+        if reason is None and n > cpu_scan_max_state():
+            reason = f'it supports d_state <= {cpu_scan_max_state()} (got {n})'
+        return reason
     if device.type != 'cuda':
         return f'it needs CUDA tensors (got {device.type})'
-    if dtype not in _GPU_DTYPES:
+    if dtype not in _FLOAT_DTYPES:
         return f'it supports float32/float16/bfloat16 (got {dtype})'
     if name == 'triton':
         if not triton_importable():

@@ -243,6 +243,10 @@ static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
  * their count and the state stays in registers; beyond, in stack memory. */
 #define MAX_VECTORS 32  /* d_state <= 256, as mamba-ssm */
 
+/* The largest d_state these state arrays hold (scan_cpu.py refuses more, and the dispatcher
+ * asks this rather than keeping a copy of it). */
+int64_t scan_max_state(void) { return V8 * MAX_VECTORS; }
+
 /* The sum of 8 consecutive floats, in a tree (vectorises across tokens in a loop over them). */
 static inline float sum8(const float *p) {
     return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));

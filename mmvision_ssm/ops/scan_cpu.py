@@ -105,10 +105,11 @@ def _library():
         lib = ctypes.CDLL(path)
     except OSError as err:
         return None, f'loading {path} failed: {err}'
-    for fn in (lib.scan_workspace_floats, lib.scan_padded_state):
+    for fn in (lib.scan_workspace_floats, lib.scan_padded_state, lib.scan_max_state):
         fn.restype = ctypes.c_int64
     lib.scan_workspace_floats.argtypes = [ctypes.c_int64, ctypes.c_int64]
     lib.scan_padded_state.argtypes = [ctypes.c_int64]
+    lib.scan_max_state.argtypes = []
     for fn in (lib.scan_forward, lib.scan_backward):
         fn.restype = None
         fn.argtypes = [ctypes.POINTER(_ScanArgs), ctypes.c_int64, ctypes.c_void_p,
@@ -119,6 +120,11 @@ def _library():
 def unavailable_reason():
     """None when the compiled scan can run here, else a sentence saying why not."""
     return _library()[1]
+
+
+def max_state():
+    """The largest d_state the compiled scan takes (its state arrays are fixed-size)."""
+    return _library()[0].scan_max_state()
 
 
 class _Workspace(threading.local):
@@ -242,6 +248,9 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if u.device.type != 'cpu' or u.dtype not in _DTYPES:
         raise ValueError(f'scan backend "cpu" takes CPU float32/float16/bfloat16 tensors, got '
                          f'{u.dtype} on {u.device}; use backend="torch" (float64: "ref"/"torch")')
+    if A.shape[1] > max_state():
+        raise ValueError(f'scan backend "cpu" supports d_state <= {max_state()}, got A with '
+                         f'd_state {A.shape[1]}; use backend="torch"')
     if u.shape[-1] == 0:
         from .scan_ref import selective_scan_ref
         return selective_scan_ref(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
