@@ -55,6 +55,8 @@
 #                in ab$AB_TAG.json), and their kernel breakdown ($PROF_MODES: train and/or
 #                infer; $PROF_TOP kernels printed)
 #   absets       like ab for each '|'-separated model set in $AB_SETS (absetN.json)
+#   ceiling      tools/cross_ceiling.py: probe kernels that do less than the fused cross op must
+#                (the minimum bytes, the per-element math, no scan) against the op and copy BW
 #   graphtest    tests/test_cuda_graph.py on the GPU: graphed training steps (cuda_graph=True)
 #                against eager ones for every family, float32 and bf16
 set -u
@@ -93,6 +95,8 @@ for s in "$@"; do
     BUILD=$! ;;
   check)
     step 360 check_ops python3 tools/gpu_check_ops.py --quick --out "$OUT/check_ops.json" ;;
+  ceiling)
+    step 200 ceiling python3 tools/cross_ceiling.py --out "$OUT/ceiling.json" ;;
   graphtest)
     step 330 graph_test python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
       tests/test_cuda_graph_ddp.py ;;

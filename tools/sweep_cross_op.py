@@ -70,6 +70,9 @@ def main():
     p.add_argument('--gluon', action='store_true',
                    help='the Gluon kernels (scan_gluon_cross.py) over their tile layouts, '
                         'against the Triton kernels\' automatic choice (gluon=False)')
+    p.add_argument('--layouts', type=json.loads, metavar='JSON',
+                   help='with --gluon: a JSON list of partial layouts to sweep instead of the '
+                        'built-in grid, e.g. \'[{"EVICT": true}, {"FWD_EVICT": true}]\'')
     p.add_argument('--cuda-graph', action='store_true',
                    help='time CUDA-graph replays (GPU time without the host\'s launch work, '
                         'which dominates eager timing of the smaller stages on slow hosts)')
@@ -119,6 +122,8 @@ def main():
             (1, 8, 4, 4, 4, True), (2, 4, 4, 4, 8, True), (2, 4, 8, 8, 4, True))]
         grid = [dict(gluon=False)] + [dict(gluon=dict(f, K_FIRST=True)) for f in fwd]
         grid += [dict(gluon=dict(K_FIRST=False))] + [dict(gluon=b) for b in bwd]
+        if args.layouts is not None:
+            grid = [dict(gluon=lay) for lay in args.layouts]
     timer = time_cuda_graph if args.cuda_graph else time_cuda
     rows = []
     for name in args.shapes or SHAPES:
