@@ -216,7 +216,7 @@ def bwd_probe(inp, math, block_t, block_c, warps, per_sm, grads):
     ntok = b * h * w
     for name in ('gB', 'gC', 'gA', 'gD', 'gbias'):  # summed with atomics, as in the op
         grads[name].zero_()
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
     _bwd_probe[(min(sms * per_sm, triton.cdiv(ntok, block_t)), triton.cdiv(d, block_c))](
         x, inp['delta'], inp['B'], inp['C'], inp['A'], inp['D'], inp['bias'], inp['gy'],
         grads['gx'], grads['gdt'], grads['gB'], grads['gC'], grads['gA'], grads['gD'],
