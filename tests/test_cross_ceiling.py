@@ -15,6 +15,7 @@ import textwrap
 import pytest
 
 triton = pytest.importorskip('triton')
+pytest.importorskip('triton.experimental.gluon')  # the tool uses scan_gluon_cross's constants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,33 +64,12 @@ def test_mem_probes_move_every_byte_to_its_place():
     ('_bwd_probe', dict(BLOCK_T=8, BLOCK_C=32), 1)])
 def test_math_probes_compile_for_sm90_without_spills(kernel, consts, warps):
     sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import cross_ceiling as cc
+    cc = pytest.importorskip('cross_ceiling')
     from test_ops_gluon_cross import _ptxas_stats
-    try:
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-    except ImportError as err:
-        pytest.skip(f'no sm_90 compile here: {err}')
-    fn = getattr(cc, kernel)
-    fp32 = {'A_ptr', 'D_ptr', 'bias_ptr', 'gA_ptr', 'gD_ptr', 'gbias_ptr', 'gB_ptr', 'gC_ptr'}
     for math in (1, 2):  # poly, mufu
-        values = dict(consts, MATH=math)
-        sig, constexprs, attrs = {}, {}, {}
-        for i, name in enumerate(fn.arg_names):
-            if name in values:
-                sig[name], constexprs[(i,)] = 'constexpr', values[name]
-            elif name.endswith('_ptr'):
-                sig[name] = '*fp32' if name in fp32 else '*bf16'
-                attrs[(i,)] = [['tt.divisibility', 16]]
-            else:  # NTOK, CH (96: a multiple of 16, as the JIT specialises it)
-                sig[name] = 'i32'
-                if name == 'CH':
-                    attrs[(i,)] = [['tt.divisibility', 16]]
         try:
-            compiled = triton.compile(ASTSource(fn, sig, constexprs=constexprs, attrs=attrs),
-                                      target=GPUTarget('cuda', 90, 32),
-                                      options=dict(num_warps=warps))
+            compiled = cc.compile_sm90(kernel, warps, MATH=math, **consts)
         except (ImportError, RuntimeError) as err:  # no CUDA backend in this Triton build
             pytest.skip(f'cannot compile for sm_90 here: {err}')
         regs, spills = _ptxas_stats(compiled.asm['ptx'])
-        assert spills == 0 and regs <= 255, (kernel, values, regs, spills)
+        assert spills == 0 and regs <= 255, (kernel, consts, math, regs, spills)

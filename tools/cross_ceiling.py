@@ -27,6 +27,7 @@ and the copy bandwidth as tools/bench_scan.py measures it. All times are CUDA-gr
 import argparse
 import json
 import os
+import re
 import sys
 
 import torch
@@ -35,9 +36,12 @@ import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'tests'))  # tests/test_ops_gluon_cross.py's ptxas helper
+from mmvision_ssm.ops.scan_gluon_cross import (  # noqa: E402  (the op's own constants)
+    _LOG2E as LOG2E, _Q0, _Q1, _Q2, _Q3, _Q4, _Q5, _Q6, _Q7, _Q8)
 
 MATHS = ('mem', 'poly', 'mufu')
-LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
 
 
@@ -57,15 +61,15 @@ def _lg2(x):
 def _softplus(v, MATH: tl.constexpr):
     """(softplus(v), e^-|v|) -- the op's formulation (MATH 1) or the cheapest (MATH 2)."""
     e = _ex2(tl.abs(v) * -LOG2E)
-    if MATH == 1:  # scan_gluon_cross._softplus's polynomial, same coefficients
-        q = 0.005232709459960461 * e - 0.029505299404263496
-        q = q * e + 0.07822605222463608
-        q = q * e - 0.1366325467824936
-        q = q * e + 0.1910601109266281
-        q = q * e - 0.24842983484268188
-        q = q * e + 0.3331909775733948
-        q = q * e - 0.4999949336051941
-        q = q * e + 0.9999999403953552
+    if MATH == 1:  # scan_gluon_cross._softplus's log1p polynomial
+        q = _Q8 * e + _Q7
+        q = q * e + _Q6
+        q = q * e + _Q5
+        q = q * e + _Q4
+        q = q * e + _Q3
+        q = q * e + _Q2
+        q = q * e + _Q1
+        q = q * e + _Q0
         sp = tl.maximum(v, 0.0) + e * q
     else:
         sp = tl.maximum(v, 0.0) + LN2 * _lg2(1.0 + e)
@@ -199,6 +203,7 @@ def probe_inputs(b, d, h, w, device='cuda'):
 
 
 def fwd_probe(inp, math, block_t, block_c, warps, out=None):
+    """The forward probe in (block_t tokens, block_c channels) tiles; returns y."""
     x = inp['x']
     b, h, w, d = x.shape
     ntok = b * h * w
@@ -242,6 +247,50 @@ def fwd_probe_reference(inp, math):
     return y
 
 
+#: the probes' arguments stored as fp32 (the rest of the pointers are bf16 maps)
+FP32_ARGS = {'A_ptr', 'D_ptr', 'bias_ptr', 'gA_ptr', 'gD_ptr', 'gbias_ptr', 'gB_ptr', 'gC_ptr'}
+
+
+def compile_sm90(name, warps, **consts):
+    """Probe ``name`` (``_fwd_probe`` / ``_bwd_probe``) compiled for sm_90 without a GPU, as
+    the JIT would at VMamba-T's stage 1 (16-byte aligned pointers, CH a multiple of 16)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    fn = globals()[name]
+    sig, constexprs, attrs = {}, {}, {}
+    for i, arg in enumerate(fn.arg_names):
+        if arg in consts:
+            sig[arg], constexprs[(i,)] = 'constexpr', consts[arg]
+        elif arg.endswith('_ptr'):
+            sig[arg] = '*fp32' if arg in FP32_ARGS else '*bf16'
+            attrs[(i,)] = [['tt.divisibility', 16]]
+        else:  # NTOK, CH
+            sig[arg] = 'i32'
+            if arg == 'CH':
+                attrs[(i,)] = [['tt.divisibility', 16]]
+    return triton.compile(ASTSource(fn, sig, constexprs=constexprs, attrs=attrs),
+                          target=GPUTarget('cuda', 90, 32), options=dict(num_warps=warps))
+
+
+def sass_counts():
+    """Offline: the probes' sm_90 SASS instructions per element and direction (the forward's
+    whole kernel, the backward's tile loop) at the best tiles of runs DH-DJ, as
+    tools/gluon_sass_count.py counts the op's kernels."""
+    import gluon_sass_count as gsc
+    from test_ops_gluon_cross import _ptxas_stats
+    for name, (bt, bc, warps) in (('_fwd_probe', (16, 32, 2)), ('_bwd_probe', (8, 32, 1))):
+        for math in MATHS:
+            kernel = compile_sm90(name, warps, MATH=MATHS.index(math), BLOCK_T=bt, BLOCK_C=bc)
+            text = gsc.sass(kernel)
+            ops = (re.findall(r'^\s+/\*[0-9a-f]{4,}\*/\s+[^;]*;', text, re.M)
+                   if name == '_fwd_probe' else gsc.main_loop(text))
+            per_thread = 4 * bt * bc / (32 * warps)  # elements x directions a thread owns
+            regs, spills = _ptxas_stats(kernel.asm['ptx'])
+            print(f'{name} {math:4s} T{bt} C{bc} w{warps}: {len(ops) / per_thread:.1f} '
+                  f'instructions per element and direction; {regs} registers, {spills} bytes '
+                  f'spilled', flush=True)
+
+
 FWD_CONFIGS = [(8, 32, 1), (16, 32, 1), (8, 64, 2), (16, 32, 2), (32, 32, 2), (16, 64, 2),
                (32, 32, 4), (64, 32, 4), (128, 32, 4), (32, 64, 4), (64, 64, 8), (16, 128, 4),
                (32, 128, 4), (32, 128, 8)]  # BLOCK_T, BLOCK_C, warps
@@ -257,7 +306,11 @@ def main():
                    metavar=('B', 'D', 'H', 'W'), help='VMamba-T stage 1 at 224^2 b64')
     p.add_argument('--reps', type=int, default=20)
     p.add_argument('--out')
+    p.add_argument('--sass', action='store_true',
+                   help='no GPU: print the probes\' sm_90 instruction counts and exit')
     args = p.parse_args()
+    if args.sass:
+        return sass_counts()
     b, d, h, w = args.shape
     L = h * w
     inp = probe_inputs(b, d, h, w)

@@ -71,8 +71,9 @@ def main():
                    help='the Gluon kernels (scan_gluon_cross.py) over their tile layouts, '
                         'against the Triton kernels\' automatic choice (gluon=False)')
     p.add_argument('--layouts', type=json.loads, metavar='JSON',
-                   help='with --gluon: a JSON list of partial layouts to sweep instead of the '
-                        'built-in grid, e.g. \'[{"EVICT": true}, {"FWD_EVICT": true}]\'')
+                   help='with --gluon: a JSON list of partial layouts (keys of '
+                        'scan_gluon_cross.LAYOUT) to sweep instead of the built-in grid, e.g. '
+                        '\'[{}, {"FWD_NUM_WARPS": 8}, {"FWD_NUM_WARPS": 8, "PREFETCH": false}]\'')
     p.add_argument('--cuda-graph', action='store_true',
                    help='time CUDA-graph replays (GPU time without the host\'s launch work, '
                         'which dominates eager timing of the smaller stages on slow hosts)')
@@ -80,6 +81,8 @@ def main():
                    help='no timing: run the automatic configuration forward+backward ITERS '
                         'times per shape (a workload for ncu)')
     args = p.parse_args()
+    if args.layouts is not None and not args.gluon:
+        p.error('--layouts sweeps Gluon layouts: add --gluon')
     if args.once:
         for name in args.shapes or SHAPES:
             leaves = inputs(*SHAPES[name])
@@ -123,6 +126,12 @@ def main():
         grid = [dict(gluon=False)] + [dict(gluon=dict(f, K_FIRST=True)) for f in fwd]
         grid += [dict(gluon=dict(K_FIRST=False))] + [dict(gluon=b) for b in bwd]
         if args.layouts is not None:
+            from mmvision_ssm.ops.scan_gluon_cross import LAYOUT
+            for lay in args.layouts:
+                unknown = sorted(set(lay) - set(LAYOUT))
+                if unknown:
+                    p.error(f'--layouts: unknown layout keys {unknown}; the keys are '
+                            f'{sorted(LAYOUT)}')
             grid = [dict(gluon=lay) for lay in args.layouts]
     timer = time_cuda_graph if args.cuda_graph else time_cuda
     rows = []
