@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent('''
                  gB=torch.empty_like(f['B']), gC=torch.empty_like(f['C']),
                  gA=torch.empty(4 * d), gD=torch.empty(4 * d), gbias=torch.empty(4 * d))
     # 8-token tiles, one program a channel block: each program walks all 6 tiles
-    cc.bwd_probe(inp, 'mem', 8, 32, 1, 1, grads)
+    cc.bwd_probe(inp, 'mem', 8, 32, 1, 1, grads, stages=2)
     for name, want in ref.items():
         got = grads[name][:d] if name in ('gA', 'gD', 'gbias') else grads[name]
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
@@ -60,8 +60,9 @@ def test_mem_probes_move_every_byte_to_its_place():
 
 @pytest.mark.parametrize('kernel, consts, warps', [
     ('_fwd_probe', dict(BLOCK_T=16, BLOCK_C=32), 2),
-    ('_bwd_probe', dict(BLOCK_T=8, BLOCK_C=128), 4),
-    ('_bwd_probe', dict(BLOCK_T=8, BLOCK_C=32), 1)])
+    ('_bwd_probe', dict(BLOCK_T=8, BLOCK_C=128, STAGES=1), 4),
+    ('_bwd_probe', dict(BLOCK_T=8, BLOCK_C=32, STAGES=2), 1),
+    ('_bwd_probe', dict(BLOCK_T=8, BLOCK_C=128, STAGES=3), 4)])
 def test_math_probes_compile_for_sm90_without_spills(kernel, consts, warps):
     sys.path.insert(0, os.path.join(ROOT, 'tools'))
     cc = pytest.importorskip('cross_ceiling')

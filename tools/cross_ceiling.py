@@ -122,7 +122,8 @@ def _fwd_probe(x_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, y_ptr, NTOK,
 @triton.jit
 def _bwd_probe(x_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, gy_ptr, gx_ptr, gdt_ptr,
                gB_ptr, gC_ptr, gA_ptr, gD_ptr, gbias_ptr, NTOK, CH,
-               MATH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+               MATH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+               STAGES: tl.constexpr):
     """A persistent grid: axis 0 strides over token tiles, axis 1 is the channel block. gB
     and gC, sums over channels, are added into zeroed fp32 buffers (as the op does: one add a
     token and direction per channel block); gA, gD and gbias, sums over tokens, are added up
@@ -134,7 +135,8 @@ def _bwd_probe(x_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, gy_ptr, gx_p
     acc_A = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
     acc_bias = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
     acc_D = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
-    for tile in range(tl.program_id(0), tl.cdiv(NTOK, BLOCK_T), tl.num_programs(0)):
+    for tile in tl.range(tl.program_id(0), tl.cdiv(NTOK, BLOCK_T), tl.num_programs(0),
+                         num_stages=STAGES):  # STAGES > 1: loads software-pipelined
         t = tile * BLOCK_T + tl.arange(0, BLOCK_T)
         tm = t < NTOK
         m = tm[:, None] & cm[None, :]
@@ -214,8 +216,9 @@ def fwd_probe(inp, math, block_t, block_c, warps, out=None):
     return y
 
 
-def bwd_probe(inp, math, block_t, block_c, warps, per_sm, grads):
-    """The backward probe with ``per_sm`` programs an SM for each channel block."""
+def bwd_probe(inp, math, block_t, block_c, warps, per_sm, grads, stages=1):
+    """The backward probe with ``per_sm`` programs an SM for each channel block, its tile
+    loop's loads ``stages``-deep software-pipelined."""
     x = inp['x']
     b, h, w, d = x.shape
     ntok = b * h * w
@@ -226,7 +229,7 @@ def bwd_probe(inp, math, block_t, block_c, warps, per_sm, grads):
         x, inp['delta'], inp['B'], inp['C'], inp['A'], inp['D'], inp['bias'], inp['gy'],
         grads['gx'], grads['gdt'], grads['gB'], grads['gC'], grads['gA'], grads['gD'],
         grads['gbias'], ntok, d, MATH=MATHS.index(math), BLOCK_T=block_t, BLOCK_C=block_c,
-        num_warps=warps)
+        STAGES=stages, num_warps=warps)
 
 
 def fwd_probe_reference(inp, math):
@@ -280,7 +283,9 @@ def sass_counts():
     from test_ops_gluon_cross import _ptxas_stats
     for name, (bt, bc, warps) in (('_fwd_probe', (16, 32, 2)), ('_bwd_probe', (8, 32, 1))):
         for math in MATHS:
-            kernel = compile_sm90(name, warps, MATH=MATHS.index(math), BLOCK_T=bt, BLOCK_C=bc)
+            extra = dict(STAGES=1) if name == '_bwd_probe' else {}
+            kernel = compile_sm90(name, warps, MATH=MATHS.index(math), BLOCK_T=bt, BLOCK_C=bc,
+                                  **extra)
             text = gsc.sass(kernel)
             ops = (re.findall(r'^\s+/\*[0-9a-f]{4,}\*/\s+[^;]*;', text, re.M)
                    if name == '_fwd_probe' else gsc.main_loop(text))
@@ -294,8 +299,11 @@ def sass_counts():
 FWD_CONFIGS = [(8, 32, 1), (16, 32, 1), (8, 64, 2), (16, 32, 2), (32, 32, 2), (16, 64, 2),
                (32, 32, 4), (64, 32, 4), (128, 32, 4), (32, 64, 4), (64, 64, 8), (16, 128, 4),
                (32, 128, 4), (32, 128, 8)]  # BLOCK_T, BLOCK_C, warps
-BWD_CONFIGS = [(8, 128, 4, 3), (16, 128, 4, 2), (16, 32, 2, 3), (16, 32, 2, 6), (8, 32, 1, 6),
-               (8, 32, 1, 12), (32, 32, 4, 3), (16, 64, 2, 2)]  # BLOCK_T, BLOCK_C, warps, /SM
+BWD_CONFIGS = [(8, 128, 4, 3, 1), (8, 32, 1, 12, 1), (8, 128, 4, 2, 2), (8, 128, 4, 2, 3),
+               (8, 128, 4, 3, 3), (8, 32, 1, 6, 3), (8, 32, 1, 8, 3), (8, 32, 1, 4, 4),
+               (16, 32, 2, 4, 2), (16, 32, 2, 3, 3), (16, 32, 2, 2, 4), (8, 64, 2, 3, 3),
+               (16, 64, 4, 2, 3), (4, 128, 2, 4, 3)]
+#: (BLOCK_T, BLOCK_C, warps, programs an SM, pipeline stages)
 
 
 def main():
@@ -344,10 +352,11 @@ def main():
             ms = time_cuda_graph(lambda: fwd_probe(inp, math, bt, bc, nw, y), args.reps)
             record('fwd', f'{math} T{bt} C{bc} w{nw}', ms, fwd_bytes, math=math)
             best[('fwd', math)] = min(best.get(('fwd', math), 1e9), ms)
-        for bt, bc, nw, per_sm in BWD_CONFIGS:
-            ms = time_cuda_graph(lambda: bwd_probe(inp, math, bt, bc, nw, per_sm, grads),
-                                 args.reps)
-            record('bwd', f'{math} T{bt} C{bc} w{nw} {per_sm}/SM', ms, bwd_bytes, math=math)
+        for bt, bc, nw, per_sm, stages in BWD_CONFIGS:
+            ms = time_cuda_graph(
+                lambda: bwd_probe(inp, math, bt, bc, nw, per_sm, grads, stages), args.reps)
+            record('bwd', f'{math} T{bt} C{bc} w{nw} {per_sm}/SM s{stages}', ms, bwd_bytes,
+                   math=math)
             best[('bwd', math)] = min(best.get(('bwd', math), 1e9), ms)
     for math in MATHS:
         record('f+b', f'{math} best probes', best[('fwd', math)] + best[('bwd', math)],
