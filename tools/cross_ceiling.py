@@ -1,6 +1,7 @@
 """How fast could any fused cross-scan op be? Time kernels that do strictly less than it must.
 
     python tools/cross_ceiling.py --out ceiling.json            (GPU)
+    python tools/cross_ceiling.py --sass                        (no GPU: instruction counts)
 
 Issue 3 asks the fused cross-scan+scan+merge op (VMamba, d_state 1, channels-last, bf16) for
 70 % of the copy bandwidth on the minimum-bytes model: each input read once, the output written
@@ -10,10 +11,12 @@ C * h summed over the four directions (the backward: that again, the sigmoid of 
 derivative and the gradient products). These probe kernels read exactly the minimum bytes in
 the maps' own order, do that per-element math with the four directions summed in registers,
 and write the minimum bytes -- but in place of the scan along the tokens (a chain across
-threads, warps and programs) one multiply-add, so they are no correct op: they bound one from
-above. If they fall short of the goal, no kernel computing this math in fp32 reaches it.
+threads, warps and programs) one multiply-add, so they are no correct op: a correct one would
+have to beat them at their own work and do the scan besides. They bound it as far as they are
+well tuned (each is timed over several tiles, the backward also over its programs an SM and
+software-pipelining depth, and the best kept).
 
-Math variants (``--math``):
+Math variants (all timed):
 
 * ``mem``:  the same bytes, a few multiply-adds: what the memory system gives this pattern;
 * ``poly``: the per-element math as scan_gluon_cross.py does it (softplus through a degree-8
@@ -277,8 +280,9 @@ def compile_sm90(name, warps, **consts):
 
 def sass_counts():
     """Offline: the probes' sm_90 SASS instructions per element and direction (the forward's
-    whole kernel, the backward's tile loop) at the best tiles of runs DH-DJ, as
-    tools/gluon_sass_count.py counts the op's kernels."""
+    whole kernel, the backward's tile loop, unpipelined), as tools/gluon_sass_count.py counts
+    the op's kernels; at 32-channel tiles, which VMamba's 96 channels fill without padding
+    (the forward's best tile in runs DH-DN)."""
     import gluon_sass_count as gsc
     from test_ops_gluon_cross import _ptxas_stats
     for name, (bt, bc, warps) in (('_fwd_probe', (16, 32, 2)), ('_bwd_probe', (8, 32, 1))):
