@@ -95,6 +95,15 @@ def _column(v4, k: tl.constexpr):
 
 
 @triton.jit
+def _direction_loads(dt_ptr, D_ptr, B4, C4, t, c, m, cm, CH, k: tl.constexpr):
+    """Direction k's dt (tokens, channels), B and C (tokens, 1) and D (1, channels)."""
+    dt = tl.load(dt_ptr + t[:, None] * (4 * CH) + k * CH + c[None, :], mask=m,
+                 other=0.0).to(tl.float32)
+    Bk, Ck = _column(B4, k), _column(C4, k)
+    return dt, Bk, Ck, tl.load(D_ptr + k * CH + c, mask=cm, other=0.0)[None, :]
+
+
+@triton.jit
 def _fwd_probe(x_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, y_ptr, NTOK, CH,
                MATH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -105,10 +114,7 @@ def _fwd_probe(x_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, y_ptr, NTOK,
     B4, C4 = _token_loads(B_ptr, C_ptr, t, tm)
     y = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
     for k in tl.static_range(4):
-        dt = tl.load(dt_ptr + t[:, None] * (4 * CH) + k * CH + c[None, :], mask=m,
-                     other=0.0).to(tl.float32)
-        Bk, Ck = _column(B4, k), _column(C4, k)
-        Dk = tl.load(D_ptr + k * CH + c, mask=cm, other=0.0)[None, :]
+        dt, Bk, Ck, Dk = _direction_loads(dt_ptr, D_ptr, B4, C4, t, c, m, cm, CH, k)
         if MATH == 0:
             y += (dt * Bk + Dk) * x * Ck
         else:
@@ -150,10 +156,7 @@ def _bwd_probe(x_ptr, dt_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, gy_ptr, gx_p
         gC4 = tl.zeros([BLOCK_T, 4], tl.float32)
         gx = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
         for k in tl.static_range(4):
-            dt = tl.load(dt_ptr + t[:, None] * (4 * CH) + k * CH + c[None, :], mask=m,
-                         other=0.0).to(tl.float32)
-            Bk, Ck = _column(B4, k), _column(C4, k)
-            Dk = tl.load(D_ptr + k * CH + c, mask=cm, other=0.0)[None, :]
+            dt, Bk, Ck, Dk = _direction_loads(dt_ptr, D_ptr, B4, C4, t, c, m, cm, CH, k)
             A = tl.load(A_ptr + k * CH + c, mask=cm, other=0.0)[None, :]
             if MATH == 0:
                 gh = gy * Ck
