@@ -42,6 +42,9 @@ def test_layout_rule_by_map_and_programs_per_sm():
     assert gc.pick_layout(2, 192, 100 * 168, SMS, dict(TPW_D=8)) == dict(gc.LAYOUT, TPW_D=8)
     assert gc.tile(dict(gc.LAYOUT, TPW_D=8)) == (64, 16)
     assert gc.tile(dict(gc.LAYOUT, WPC_D=1)) == (8, 128)
+    # a key no kernel takes is refused, not silently dropped (the default would run instead)
+    with pytest.raises(ValueError, match=r"unknown keys \['TPW'\]"):
+        gc.pick_layout(64, 96, 56 * 56, SMS, dict(TPW=8))
 
 
 def test_applies_only_where_gluon_runs(monkeypatch):

@@ -113,7 +113,15 @@ def main():
         grid = [dict(split=True, BLOCK_D=bd, BLOCK_L=bl, num_warps=4, bwd_num_warps=nw,
                      atomic=True) for bd, bl, nw in itertools.product((4, 8, 16), (64, 128, 256),
                                                                       (4, 8))]
-    if args.gluon:  # partial layouts over scan_gluon_cross.LAYOUT: the forward's tile (FWD_
+    if args.gluon and args.layouts is not None:
+        from mmvision_ssm.ops.scan_gluon_cross import check_layout_keys
+        for lay in args.layouts:
+            try:
+                check_layout_keys(lay)
+            except ValueError as err:
+                p.error(f'--layouts: {err}')
+        grid = [dict(gluon=lay) for lay in args.layouts]
+    elif args.gluon:  # partial layouts over scan_gluon_cross.LAYOUT: the forward's tile (FWD_
         # keys: SPT_D, TPW_D, WPC_D, NUM_WARPS, SPT_L, PREFETCH), the grid order, the
         # backward's tile (the same keys unprefixed)
         keys = ('SPT_D', 'TPW_D', 'WPC_D', 'NUM_WARPS', 'SPT_L', 'PREFETCH')
@@ -125,14 +133,6 @@ def main():
             (1, 8, 4, 4, 4, True), (2, 4, 4, 4, 8, True), (2, 4, 8, 8, 4, True))]
         grid = [dict(gluon=False)] + [dict(gluon=dict(f, K_FIRST=True)) for f in fwd]
         grid += [dict(gluon=dict(K_FIRST=False))] + [dict(gluon=b) for b in bwd]
-        if args.layouts is not None:
-            from mmvision_ssm.ops.scan_gluon_cross import LAYOUT
-            for lay in args.layouts:
-                unknown = sorted(set(lay) - set(LAYOUT))
-                if unknown:
-                    p.error(f'--layouts: unknown layout keys {unknown}; the keys are '
-                            f'{sorted(LAYOUT)}')
-            grid = [dict(gluon=lay) for lay in args.layouts]
     timer = time_cuda_graph if args.cuda_graph else time_cuda
     rows = []
     for name in args.shapes or SHAPES:

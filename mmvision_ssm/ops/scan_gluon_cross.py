@@ -95,12 +95,21 @@ def _grid(layout, fwd, CH, bsz):
     return (4, nblk, bsz) if layout['K_FIRST'] else (nblk, bsz, 4)
 
 
+def check_layout_keys(override):
+    """A ValueError naming the keys of a partial layout dict that :data:`LAYOUT` lacks (they
+    would reach no kernel, so a forced layout would silently be the default)."""
+    unknown = sorted(set(override) - set(LAYOUT))
+    if unknown:
+        raise ValueError(f'Gluon layout: unknown keys {unknown}; the keys are {sorted(LAYOUT)}')
+
+
 def pick_layout(bsz, CH, L, sms, override=None):
     """:data:`LAYOUT` adjusted to the map (:data:`LONG_MAP`, :data:`PREFETCH_MIN_CHUNKS`), or
     None when the grid would be too short of programs for these kernels; ``override`` (a
-    partial layout dict) replaces entries and is always taken."""
+    partial layout dict, :func:`check_layout_keys`) replaces entries and is always taken."""
     programs = bsz * cdiv(CH, tile(LAYOUT)[0]) * 4 if bsz is not None else None
     if override is not None:
+        check_layout_keys(override)
         return dict(LAYOUT, **override)
     if programs is not None and programs < MIN_PROGRAMS_PER_SM * sms:
         return None
